@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny hand-made COCO trees and image folders, written to tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_jpeg(path: Path, w: int, h: int, seed: int = 0, mode: str = "RGB", fmt: str = "JPEG"):
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    im = Image.fromarray(arr)
+    if mode != "RGB":
+        im = im.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format=fmt, quality=90)
+
+
+def make_coco(root: Path, images: dict[str, list[dict]]) -> Path:
+    """images: subset -> [{id, w, h, anns: [(category, area, iscrowd)]}]; writes files + JSON."""
+    ann_id = 1
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for subset in ("train2014", "val2014"):
+        js = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"},
+                                                               {"id": 3, "name": "car"}]}
+        for im in images.get(subset, []):
+            name = f"COCO_{subset}_{im['id']:012d}.jpg"
+            js["images"].append({"id": im["id"], "file_name": name,
+                                 "height": im["h"], "width": im["w"]})
+            if not im.get("missing"):
+                write_jpeg(root / subset / name, im["w"], im["h"], seed=im["id"])
+            for cat, area, crowd in im.get("anns", []):
+                js["annotations"].append({"id": ann_id, "image_id": im["id"], "category_id": cat,
+                                          "area": area, "iscrowd": crowd, "bbox": [0, 0, 1, 1]})
+                ann_id += 1
+        (root / "annotations" / f"instances_{subset}.json").write_text(json.dumps(js))
+    return root
+
+
+@pytest.fixture
+def tiny_coco(tmp_path):
+    """Label-rule edge cases at 100x100 (threshold area = 50 pixels)."""
+    return make_coco(tmp_path / "coco", {
+        "train2014": [
+            {"id": 9, "w": 100, "h": 100, "anns": [(1, 50.0, 0)]},        # exactly at -> 0
+            {"id": 10, "w": 100, "h": 100, "anns": [(1, 50.01, 0)]},      # just above -> 1
+            {"id": 11, "w": 100, "h": 100, "anns": [(1, 900.0, 1)]},      # crowd person -> 1
+            {"id": 12, "w": 100, "h": 100, "anns": [(3, 9000.0, 0)]},     # big car -> 0
+            {"id": 13, "w": 100, "h": 100},                               # nothing -> 0
+            {"id": 25096, "w": 120, "h": 80, "anns": [(1, 2000.0, 0)]},   # minival id -> val
+        ],
+        "val2014": [
+            {"id": 14, "w": 90, "h": 130, "anns": [(1, 5000.0, 0)]},
+            {"id": 251824, "w": 100, "h": 100},                           # minival id
+        ],
+    })
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    root = tmp_path / "folder"
+    for i in range(6):
+        write_jpeg(root / "person" / f"p{i}.jpg", 64 + i, 48, seed=i)
+        write_jpeg(root / "non_person" / f"n{i}.jpg", 48, 64 + i, seed=100 + i)
+    return root

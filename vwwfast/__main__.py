@@ -1,0 +1,3 @@
+from vwwfast.cli import main
+
+raise SystemExit(main())
