@@ -67,3 +67,17 @@ def image_folder(tmp_path):
         write_jpeg(root / "person" / f"p{i}.jpg", 64 + i, 48, seed=i)
         write_jpeg(root / "non_person" / f"n{i}.jpg", 48, 64 + i, seed=100 + i)
     return root
+
+
+@pytest.fixture(scope="session")
+def synth_shards(tmp_path_factory):
+    """A tiny synthetic set through the real COCO path: 96 train / 48 val images at 64 px."""
+    from vwwfast.shards import write_shards
+    from vwwfast.sources.coco import LABEL_RULE, coco_items
+    from vwwfast.sources.synthetic import write_synthetic
+    root = tmp_path_factory.mktemp("synth")
+    write_synthetic(root / "coco", train=96, val=48, seed=0, show_progress=False)
+    splits, source = coco_items(root / "coco", "minival")
+    write_shards(root / "shards", splits, source=source, size=64, samples_per_shard=40,
+                 label_rule=LABEL_RULE, show_progress=False)
+    return root / "shards"

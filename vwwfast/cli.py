@@ -51,7 +51,7 @@ def _bench_loader(cfg):
 
 
 def _bench_kd(cfg):
-    from vwwfast.bench import bench_kd
+    from vwwfast.bench_kd import bench_kd
     bench_kd(cfg)
 
 

@@ -70,6 +70,8 @@ class TrainConfig:
     final_div_factor: float = opt(1e4, "OneCycle: final lr = initial lr / final_div_factor")
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = never")
     bn_momentum: float = opt(0.1, "BatchNorm momentum (torchvision's MobileNetV3 uses 0.01, too slow for short runs)")
+    bn_settle: int = opt(2048, "training images run through the model to recompute BatchNorm "
+                               "statistics before each evaluation; 0 = off")
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy term")
     view_spec: str = opt("default", "training augmentation: 'default' or 'plain' (none)")
     val_center_crop: bool = opt(False, "validate on a centre crop instead of the whole image")

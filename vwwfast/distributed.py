@@ -1,0 +1,97 @@
+"""torchrun support in one place. With one process every function here is a no-op.
+
+`torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK; we then join the process group (NCCL on
+GPU, gloo on CPU). Each rank takes a disjoint part of every epoch (epochs.rank_slice);
+metrics are summed across ranks; only rank 0 writes records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def init() -> None:
+    """Join the process group when started by torchrun with more than one process."""
+    if not launched() or active():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def rank_part(order: np.ndarray) -> np.ndarray:
+    from vwwfast.epochs import rank_slice
+    return rank_slice(order, rank(), world_size())
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if active():
+        t = t.clone()
+        dist.all_reduce(t)
+    return t
+
+
+def max_int(x: int) -> int:
+    if not active():
+        return x
+    t = torch.tensor([x], device=device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def wrap(model):
+    """DistributedDataParallel when launched by torchrun; the model itself otherwise."""
+    if not active():
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    ids = [device_of(model).index] if device_of(model).type == "cuda" else None
+    return DDP(model, device_ids=ids)
+
+
+def join(model):
+    """Ranks whose part of the epoch is one batch shorter must not hang the others."""
+    if active() and hasattr(model, "join"):
+        return model.join()
+    return contextlib.nullcontext()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()

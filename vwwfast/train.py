@@ -1,0 +1,342 @@
+"""The one training loop. Teacher training, supervised students and distillation differ only
+in where the views come from and whether teacher logits enter the loss (`Teacher` below)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vwwfast import config as C
+from vwwfast.errors import UserError
+
+
+# ---------------------------------------------------------------------------------------
+# Data: one object per split that renders batches of views
+
+class SplitData:
+    """A shard split, its renderer and the size it renders at."""
+
+    def __init__(self, shards, name: str, cfg, device, size: int, renderer: str | None = None):
+        from vwwfast.render import make_renderer
+        self.split = shards.split(name)
+        self.size = size
+        self.renderer = make_renderer(renderer or cfg.renderer, self.split, device=device,
+                                      decoded_size=getattr(cfg, "decoded_size", 160),
+                                      budget_bytes=_budget(cfg), out_size=size,
+                                      cache_dir=shards.root)
+
+    def __len__(self):
+        return len(self.split)
+
+    def batches(self, order: np.ndarray, params: np.ndarray, batch_size: int):
+        from vwwfast.render import iterate
+        return iterate(self.renderer, order, lambda idx: params[idx], batch_size, self.size)
+
+
+def _budget(cfg):
+    gb = getattr(cfg, "decoded_budget_gb", 0.0)
+    return int(gb * 2**30) if gb else None
+
+
+def val_params(split, center_crop: bool) -> np.ndarray:
+    from vwwfast.views import val_params as vp
+    return vp(split.heights, split.widths, center_crop=center_crop)
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+
+@torch.no_grad()
+def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False,
+             teacher_logits: torch.Tensor | None = None) -> dict:
+    """Accuracy, recall per class, confusion matrix over every sample once (plain view)."""
+    from vwwfast.metrics import confusion_matrix, summarize
+    from vwwfast import distributed as D
+    model.eval()
+    params = val_params(data.split, center_crop)
+    order = D.rank_part(np.arange(len(data)))
+    cm = torch.zeros(2, 2, dtype=torch.long, device=D.device_of(model))
+    start = time.perf_counter()
+    for x, y, idx in data.batches(order, params, batch_size):
+        with _autocast(x.device):
+            z = model(x)
+        cm += confusion_matrix(z.argmax(1), y)
+    cm = D.all_reduce_sum(cm)
+    seconds = time.perf_counter() - start
+    out = summarize(cm)
+    out["img_per_s"] = out["n"] / max(seconds, 1e-9)
+    return out
+
+
+@torch.no_grad()
+def settle_bn(model, data: SplitData, order: np.ndarray, params: np.ndarray, batch_size: int,
+              images: int) -> None:
+    """Recompute BatchNorm running statistics with the current weights (a cumulative average
+    over `images` training views). Running averages that trail fast-moving weights otherwise
+    leave short runs evaluating at the majority-class rate."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or images <= 0:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for x, _, _ in data.batches(order[:images], params, batch_size):
+        with _autocast(x.device):
+            model(x)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+def onecycle(optimizer, cfg, total_steps: int):
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=cfg.pct_start,
+        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+
+
+def make_optimizer(model, cfg):
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=True)
+    raise UserError(f"--optimizer must be 'adamw' or 'sgd', got '{cfg.optimizer}'")
+
+
+def _check(cfg) -> None:
+    for name in ("epochs", "batch_size", "input_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.lr <= 0:
+        raise UserError("--lr must be positive")
+
+
+def fit(cfg, kind: str, teacher=None, run=None) -> dict:
+    """Train a model on cfg.shards; `teacher` (None, or a teacher.Teacher) adds the KD terms."""
+    from vwwfast import distributed as D
+    from vwwfast.losses import alpha_at, kd_loss, margin_at
+    from vwwfast.models import build_model, pick_device, save_checkpoint
+    from vwwfast.progress import bar, info
+    from vwwfast.runs import Run
+    from vwwfast.shards import ShardSet
+    from vwwfast.views import view_params, view_spec
+
+    _check(cfg)
+    device = D.device() if D.active() else pick_device(cfg.device)
+    shards = ShardSet.open(cfg.shards)
+    for split in ("train", "val"):
+        shards.require_both_classes(split)
+    spec = view_spec(cfg.view_spec)
+    train = SplitData(shards, "train", cfg, device, cfg.input_size)
+    val = SplitData(shards, "val", cfg, device, cfg.input_size)
+    if teacher is not None:
+        teacher.prepare(shards, train, val, device)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, bn_momentum=cfg.bn_momentum, pretrained=cfg.pretrained,
+                        init=cfg.init).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(D.rank_part(np.arange(len(train)))) / cfg.batch_size)
+    steps_per_epoch = D.max_int(steps_per_epoch)
+    scheduler = onecycle(optimizer, cfg, cfg.epochs * steps_per_epoch)
+
+    start_epoch, best = 0, {"val_acc": -1.0, "epoch": -1}
+    if run is None and D.is_main():
+        run = Run.create(cfg.runs_dir, kind, cfg)
+    if cfg.resume:
+        state = torch.load(Path(cfg.resume) / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        if D.is_main():  # drop records of an epoch that was logged but never checkpointed
+            kept = [r for r in run.epochs() if r["epoch"] < start_epoch]
+            (run.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    step_model = D.wrap(model)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+
+    wall0, epoch, epochs_done, images_seen, train_seconds = time.perf_counter(), start_epoch, 0, 0, 0.0
+    stale = 0
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # resume replays the same randomness
+            order = D.rank_part(_epoch_order(len(train), cfg.seed, epoch))
+            if teacher is not None and teacher.provides_views:
+                params = teacher.train_params(epoch)
+            else:
+                params = view_params(spec, cfg.seed, epoch, np.arange(len(train)),
+                                     train.split.heights, train.split.widths)
+            alpha = alpha_at(teacher.alpha, teacher.alpha_end, epoch, cfg.epochs) if teacher else 0.0
+            mw = (margin_at(teacher.margin_weight, teacher.margin_weight_end,
+                            teacher.margin_decay_end_epoch, epoch) if teacher else 0.0)
+            temperature = teacher.temperature if teacher else 1.0
+            gamma = teacher.confidence_gamma if teacher else 0.0
+            sums = {"loss": 0.0, "loss_ce": 0.0, "loss_kl": 0.0, "loss_margin": 0.0}
+            acc = torch.zeros(4, device=device)
+            n_batches, n_images = 0, 0
+            step_model.train()
+            t0 = time.perf_counter()
+            with bar(f"epoch {epoch + 1}/{cfg.epochs}", len(order)) as advance, D.join(step_model):
+                for x, y, idx in train.batches(order, params, cfg.batch_size):
+                    z_t = teacher.logits(epoch, idx, params) if teacher else None
+                    with _autocast(device):
+                        z_s = step_model(x)
+                    loss, terms = kd_loss(z_s, z_t, y, alpha=alpha, temperature=temperature,
+                                          confidence_gamma=gamma, margin_weight=mw,
+                                          label_smoothing=cfg.label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                    acc += torch.stack([loss.detach(), terms["ce"], terms["kl"], terms["margin"]])
+                    n_batches += 1
+                    n_images += len(y)
+                    advance(len(y))
+            for _ in range(steps_per_epoch - n_batches):
+                scheduler.step()  # ranks with a short part keep the schedule in step
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            acc = D.all_reduce_sum(acc) / max(D.all_reduce_sum(torch.tensor(float(n_batches), device=device)).item(), 1)
+            n_images_all = int(D.all_reduce_sum(torch.tensor(float(n_images), device=device)).item())
+            for k, v in zip(sums, acc.tolist()):
+                sums[k] = v
+            train_seconds += seconds
+            images_seen += n_images_all
+            settle_bn(model, train, order, params, cfg.batch_size, cfg.bn_settle)
+            metrics = evaluate(model, val, cfg.batch_size * 2, cfg.val_center_crop)
+            record = {"epoch": epoch, **sums, "alpha": alpha, "margin_weight": mw,
+                      "lr": scheduler.get_last_lr()[0], "val_acc": metrics["acc"],
+                      "recall_0": metrics["recall_0"], "recall_1": metrics["recall_1"],
+                      "confusion": metrics["confusion"], "img_per_s": n_images_all / max(seconds, 1e-9),
+                      "time_s": seconds}
+            if teacher is not None:
+                record.update(teacher.epoch_note(epoch))
+            improved = metrics["acc"] > best["val_acc"]
+            if improved:
+                best = {"val_acc": metrics["acc"], "epoch": epoch, **metrics}
+                stale = 0
+            else:
+                stale += 1
+            if D.is_main():
+                run.log_epoch(record)
+                ckpt_args = dict(arch=cfg.arch, input_size=cfg.input_size, config=C.to_dict(cfg),
+                                 epoch=epoch, metrics=metrics)
+                if improved:
+                    save_checkpoint(run.path / "model.pt", model, **ckpt_args)
+                save_checkpoint(run.path / "last.pt", model, **ckpt_args, extra={
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "best": best})
+                info(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {sums['loss']:.4f}  "
+                     f"val acc {metrics['acc']:.4f}  recall {_fmt(metrics['recall_0'])}/"
+                     f"{_fmt(metrics['recall_1'])}  {record['img_per_s']:,.0f} img/s")
+            epochs_done += 1
+            if cfg.patience and stale >= cfg.patience:
+                info(f"early stop: no better val accuracy for {cfg.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        if D.is_main() and run is not None:
+            run.finish(_summary(best, wall0, images_seen, train_seconds, device, teacher),
+                       finished=False, card_extra=teacher.card_lines() if teacher else None)
+        raise
+    summary = _summary(best, wall0, images_seen, train_seconds, device, teacher)
+    if D.is_main():
+        run.finish(summary, finished=True, card_extra=teacher.card_lines() if teacher else None)
+        info(f"run {run.path}: best val acc {best['val_acc']:.4f} at epoch {best['epoch'] + 1}")
+    summary["run_dir"] = str(run.path) if run is not None else None
+    return summary
+
+
+def _fmt(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    from vwwfast.epochs import epoch_order
+    return epoch_order(n, seed, epoch)
+
+
+def _summary(best, wall0, images, train_seconds, device, teacher) -> dict:
+    out = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+           "recall_0": best.get("recall_0"), "recall_1": best.get("recall_1"),
+           "confusion": best.get("confusion"), "wall_time_s": time.perf_counter() - wall0,
+           "img_per_s": images / max(train_seconds, 1e-9), "device": _device_name(device)}
+    if teacher is not None:
+        out.update(teacher.summary())
+    return out
+
+
+def _device_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# ---------------------------------------------------------------------------------------
+# Commands
+
+def _resumed(cfg, cls):
+    """A resumed run continues with the config it was started with."""
+    from vwwfast.runs import Run
+    run = Run.open(cfg.resume)
+    if not (run.path / "last.pt").is_file():
+        raise UserError(f"{run.path} has no last.pt to resume from")
+    saved = C.load_yaml(run.path / "config.yaml")
+    saved["resume"] = str(run.path)
+    return C.resolve(cls, saved, {}, where=str(run.path / "config.yaml")), run
+
+
+def train_teacher(cfg: C.TrainConfig) -> dict:
+    run = None
+    if cfg.resume:
+        cfg, run = _resumed(cfg, C.TrainConfig)
+    C.require(cfg, "shards")
+    return fit(cfg, "teacher", teacher=None, run=run)
+
+
+def distill(cfg: C.DistillConfig) -> dict:
+    from vwwfast.teacher import make_teacher
+    run = None
+    if cfg.resume:
+        cfg, run = _resumed(cfg, C.DistillConfig)
+    C.require(cfg, "shards")
+    return fit(cfg, "student", teacher=make_teacher(cfg), run=run)
+
+
+def evaluate_command(cfg: C.EvalConfig) -> dict:
+    import json
+    from vwwfast.models import model_from_checkpoint, pick_device
+    from vwwfast.progress import print_table
+    from vwwfast.shards import ShardSet
+    device = pick_device(cfg.device)
+    model, ckpt = model_from_checkpoint(cfg.checkpoint, device=device)
+    shards = ShardSet.open(cfg.shards)
+    data = SplitData(shards, cfg.split, cfg, device, ckpt["input_size"])
+    m = evaluate(model, data, cfg.batch_size, cfg.center_crop)
+    (tn, fp), (fn, tp) = m["confusion"]
+    print_table(f"{cfg.checkpoint} on {cfg.shards} ({cfg.split}, {ckpt['input_size']} px)",
+                ["accuracy", "recall no-person", "recall person", "TN", "FP", "FN", "TP", "img/s"],
+                [(f"{m['acc']:.4f}", _fmt(m["recall_0"]), _fmt(m["recall_1"]), tn, fp, fn, tp,
+                  f"{m['img_per_s']:,.0f}")])
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(m, indent=1))
+    return m
