@@ -63,9 +63,9 @@ def test_resume_and_extend_equal_one_go(synth_shards, teacher_ckpt, tmp_path, mo
     one = TeacherCache(_cache(synth_shards, teacher_ckpt, tmp_path / "one.zarr", views=3))
     real, calls = TC._teacher_logits, {"n": 0}
 
-    def stop_in_second_view(*a, **kw):
+    def stop_in_second_view(*a, **kw):  # 3 shards a view: call 4 is view 2's first shard
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 4:
             raise KeyboardInterrupt
         return real(*a, **kw)
     monkeypatch.setattr(TC, "_teacher_logits", stop_in_second_view)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vwwfast import __version__, config as C
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     cls, handler, _ = table[ns.bench_command if ns.command == "bench" else ns.command]
     try:
         cfg = C.from_args(cls, ns)
+        if os.environ.get("WORLD_SIZE", "1") != "1":  # started by torchrun
+            from vwwfast import distributed
+            distributed.init()
         handler(cfg)
     except UserError as e:
         print(f"vwwfast {ns.command}: error: {e}", file=sys.stderr)

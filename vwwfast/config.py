@@ -230,17 +230,15 @@ def _coerce(name: str, value, tp, where: str):
 
 
 def _flatten_sections(cls, data: dict, where: str) -> dict:
+    """Map the `kd:` / `teacher:` sections onto DistillConfig fields. A plain string under
+    `teacher` is the field itself (the checkpoint path), not a section."""
     if cls is not DistillConfig:
         return data
-    flat = {k: v for k, v in data.items() if k not in DISTILL_SECTIONS}
-    kd = data.get("kd") or {}
-    if not isinstance(kd, dict):
-        raise UserError(f"{where}: 'kd' should be a mapping")
-    for section, mapping in DISTILL_SECTIONS.items():
-        values = data.get(section) or {}
-        if not isinstance(values, dict):
-            raise UserError(f"{where}: '{section}' should be a mapping")
-        for key, value in values.items():
+    sections = {k for k in DISTILL_SECTIONS if isinstance(data.get(k), dict)}
+    flat = {k: v for k, v in data.items() if k not in sections}
+    for section in sections:
+        mapping = DISTILL_SECTIONS[section]
+        for key, value in data[section].items():
             if section == "kd" and key == "alpha_constant":
                 continue
             if key not in mapping:
@@ -248,7 +246,7 @@ def _flatten_sections(cls, data: dict, where: str) -> dict:
             if mapping[key] is not None:
                 flat[mapping[key]] = value
     # alpha_constant: false with no explicit end means alpha decays linearly to 0.
-    if kd.get("alpha_constant") is False and "alpha_end" not in flat:
+    if "kd" in sections and data["kd"].get("alpha_constant") is False and "alpha_end" not in flat:
         flat["alpha_end"] = 0.0
     return flat
 

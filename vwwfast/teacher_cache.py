@@ -157,9 +157,26 @@ class _null:
         return False
 
 
+def _shard_ranges(shards, split: str) -> list[tuple[int, int]]:
+    return [(e["first"], e["count"]) for e in shards.manifest["splits"][split]["shards"]]
+
+
+def _run_ranges(model, data, ranges, params, batch_size, desc):
+    """Teacher logits over whole shards (this rank's), yielding each shard's result."""
+    from vwwfast.progress import bar
+    with bar(desc, sum(c for _, c in ranges)) as advance:
+        for first, count in ranges:
+            order = np.arange(first, first + count)
+            logits, correct = _teacher_logits(model, data, order, params, batch_size, advance)
+            yield first, count, logits, correct
+
+
 def cache_teacher(cfg: C.CacheTeacherConfig) -> Path:
+    """Each rank (one without torchrun) owns whole shards, i.e. whole chunks of the store;
+    rank 0 creates the store and writes the attributes once every rank is done."""
+    from vwwfast import distributed as D
     from vwwfast.models import model_from_checkpoint, pick_device
-    from vwwfast.progress import bar, info, print_table
+    from vwwfast.progress import info, print_table
     from vwwfast.shards import ShardSet
     from vwwfast.train import SplitData, val_params
     from vwwfast.views import PARAM_COLUMNS, view_params, view_spec
@@ -167,7 +184,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig) -> Path:
     C.require(cfg, "shards", "teacher")
     if cfg.views < 1:
         raise UserError("--views must be at least 1")
-    device = pick_device(cfg.device)
+    device = D.device() if D.active() else pick_device(cfg.device)
     shards = ShardSet.open(cfg.shards)
     model, ckpt = model_from_checkpoint(cfg.teacher, device=device)
     if device.type == "cuda":
@@ -183,36 +200,52 @@ def cache_teacher(cfg: C.CacheTeacherConfig) -> Path:
     val = SplitData(shards, "val", cfg, device, size)
     n = len(train)
     per_shard = shards.manifest["options"]["samples_per_shard"]
-    g = _open_for_writing(out, fp, n_views, cfg.view_spec, n, len(val), per_shard,
-                          len(PARAM_COLUMNS), PARAM_COLUMNS)
+    args = (out, fp, n_views, cfg.view_spec, n, len(val), per_shard, len(PARAM_COLUMNS), PARAM_COLUMNS)
+    g = _open_for_writing(*args) if D.is_main() else None
+    D.barrier()
+    if g is None:
+        g = _open_for_writing(*args)
+    mine = lambda split: _shard_ranges(shards, split)[D.rank()::D.world_size()]  # noqa: E731
     start = time.perf_counter()
-    order = np.arange(n)
     done = g.attrs["views_completed"]
     if done >= n_views and g.attrs["val_done"]:
         info(f"{out} already holds {done} views; nothing to do")
     accs = list(g.attrs["train_view_acc"])
     images = 0
     for view in range(done, n_views):
-        params = view_params(spec, cfg.seed, view, order, train.split.heights, train.split.widths)
-        with bar(f"teacher view {view + 1}/{n_views}", n) as advance:
-            logits, correct = _teacher_logits(model, train, order, params, cfg.batch_size, advance)
-        g["train/params"][view] = params
-        g["train/logits"][view] = logits
+        params = view_params(spec, cfg.seed, view, np.arange(n), train.split.heights, train.split.widths)
+        correct = 0
+        for first, count, logits, c in _run_ranges(model, train, mine("train"), params,
+                                                   cfg.batch_size, f"teacher view {view + 1}/{n_views}"):
+            g["train/params"][view, first:first + count] = params[first:first + count]
+            g["train/logits"][view, first:first + count] = logits
+            correct += c
+        correct = int(D.all_reduce_sum(torch.tensor(correct, device=device)).item())
         accs.append(correct / n)
         images += n
-        g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})  # after the data
+        if D.is_main():  # after every rank's data is written
+            g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
+        D.barrier()
     if not g.attrs["val_done"]:
-        vorder = np.arange(len(val))
-        with bar("teacher val", len(val)) as advance:
-            vlogits, vcorrect = _teacher_logits(model, val, vorder, val_params(val.split, False),
-                                                cfg.batch_size, advance)
-        g["val/logits"][:] = vlogits
-        g.attrs.update({"val_done": True, "val_acc": vcorrect / max(len(val), 1)})
+        vparams = val_params(val.split, False)
+        correct = 0
+        for first, count, logits, c in _run_ranges(model, val, mine("val"), vparams,
+                                                   cfg.batch_size, "teacher val"):
+            g["val/logits"][first:first + count] = logits
+            correct += c
+        correct = int(D.all_reduce_sum(torch.tensor(correct, device=device)).item())
+        if D.is_main():
+            g.attrs.update({"val_done": True, "val_acc": correct / max(len(val), 1)})
+        D.barrier()
+    if not D.is_main():
+        return out
+    import zarr
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
     seconds = time.perf_counter() - start
     nbytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     tv = float(np.mean(accs)) if accs else float("nan")
     print_table(f"teacher cache {out}", ["views", "train samples", "teacher acc (train views)",
                                          "teacher acc (val)", "size", "per view x sample", "img/s"],
-                [(n_views, n, f"{tv:.4f}", f"{g.attrs['val_acc']:.4f}", f"{nbytes / 2**20:.1f} MiB",
+                [(n_views, n, f"{tv:.4f}", f"{attrs['val_acc']:.4f}", f"{nbytes / 2**20:.1f} MiB",
                   f"{nbytes / max(n_views * n, 1):.0f} B", f"{images / max(seconds, 1e-9):,.0f}")])
     return out

@@ -93,6 +93,11 @@ def settle_bn(model, data: SplitData, order: np.ndarray, params: np.ndarray, bat
             model(x)
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
+    from vwwfast import distributed as D
+    if D.active():  # every rank saw a different part: evaluate with their average
+        for m in bns:
+            for buf in (m.running_mean, m.running_var):
+                buf.copy_(D.all_reduce_sum(buf) / D.world_size())
 
 
 def _autocast(device: torch.device):
@@ -105,8 +110,11 @@ def _autocast(device: torch.device):
 # The loop
 
 def onecycle(optimizer, cfg, total_steps: int):
+    # OneCycleLR divides by each phase's length: keep both phases at least one step long.
+    total_steps = max(total_steps, 3)
+    pct = min(max(cfg.pct_start, 2 / total_steps), 1 - 1 / total_steps)
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 1), pct_start=cfg.pct_start,
+        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct,
         div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
 
 

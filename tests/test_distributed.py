@@ -1,0 +1,70 @@
+"""torchrun with 2 processes and gloo on the CPU: the same commands, one record, same store."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vwwfast import config as C
+
+pytestmark = pytest.mark.slow
+
+
+def torchrun(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "0"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "0", "-m", "vwwfast", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def teacher(synth_shards, tmp_path_factory):
+    from vwwfast.train import train_teacher
+    runs = tmp_path_factory.mktemp("dist_teacher")
+    s = train_teacher(C.resolve(C.TrainConfig, dict(
+        shards=str(synth_shards), arch="mobilenet_v3_small", input_size=32, epochs=1,
+        batch_size=32, renderer="decoded", decoded_size=48, runs_dir=str(runs))))
+    return s["run_dir"] + "/model.pt"
+
+
+def test_cache_teacher_two_processes_equals_one(synth_shards, teacher, tmp_path):
+    from vwwfast.teacher_cache import TeacherCache, cache_teacher
+    one = cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
+        shards=str(synth_shards), teacher=teacher, views=2, out=str(tmp_path / "one.zarr"),
+        renderer="decoded", decoded_size=48)))
+    r = torchrun("cache-teacher", "--shards", str(synth_shards), "--teacher", teacher, "--views", "2",
+                 "--out", str(tmp_path / "two.zarr"), "--renderer", "decoded", "--decoded-size", "48")
+    assert r.returncode == 0, r.stderr[-2000:]
+    a, b = TeacherCache(one), TeacherCache(tmp_path / "two.zarr")
+    b.check_complete()
+    np.testing.assert_array_equal(a.params(), b.params())
+    np.testing.assert_allclose(a.logits().astype(np.float32), b.logits().astype(np.float32), atol=2e-3)
+    np.testing.assert_allclose(a.val_logits().astype(np.float32), b.val_logits().astype(np.float32), atol=2e-3)
+    assert a.attrs["val_acc"] == pytest.approx(b.attrs["val_acc"])
+
+
+def test_train_teacher_and_distill_write_one_record(synth_shards, teacher, tmp_path):
+    common = ["--shards", str(synth_shards), "--input-size", "32", "--epochs", "2",
+              "--batch-size", "16", "--renderer", "decoded", "--decoded-size", "48",
+              "--runs-dir", str(tmp_path / "runs")]
+    r = torchrun("train-teacher", "--arch", "mobilenet_v3_small", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = torchrun("distill", "--teacher-mode", "online", "--teacher", teacher, *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [l["epoch"] for l in lines] == [0, 1]
+        # val metrics are over the whole val set exactly once (summed across ranks)
+        assert all(np.array(l["confusion"]).sum() == 48 for l in lines)
+
+
+def test_error_on_a_rank_ends_the_job(tmp_path):
+    r = torchrun("train-teacher", "--shards", str(tmp_path / "missing"))
+    assert r.returncode != 0
+    assert "shard folder not found" in r.stderr
