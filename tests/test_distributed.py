@@ -15,10 +15,10 @@ pytestmark = pytest.mark.slow
 
 
 def torchrun(*args, cwd=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "0"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "0", "-m", "vwwfast", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "vwwfast", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")

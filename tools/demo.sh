@@ -2,17 +2,18 @@
 # The whole pipeline on the built-in synthetic set, sized for a 2-core CPU (about 15 minutes):
 # synth -> shard -> train-teacher -> cache-teacher -> distill (defaults) and a supervised
 # student (--alpha 0) under the same budget -> runs.
-# Smaller than the real defaults, and it says so: 2,000 train / 500 val images stored at
-# 128 px, the teacher at 96 px (224 is the real default), 16 student epochs.
+# Smaller than the real defaults, and it says so: 3,000 train / 500 val images stored at
+# 128 px, the teacher at 96 px (224 is the real default) for 12 epochs, 6 cached views,
+# 14 student epochs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=${VWWFAST:-.venv/bin/vwwfast}
 OUT=${DEMO_DIR:-demo}
-TRAIN=${DEMO_TRAIN:-2000}
+TRAIN=${DEMO_TRAIN:-3000}
 VAL=${DEMO_VAL:-500}
 TEACHER_EPOCHS=${DEMO_TEACHER_EPOCHS:-12}
-STUDENT_EPOCHS=${DEMO_STUDENT_EPOCHS:-16}
-VIEWS=${DEMO_VIEWS:-8}
+STUDENT_EPOCHS=${DEMO_STUDENT_EPOCHS:-14}
+VIEWS=${DEMO_VIEWS:-6}
 
 stage() { echo; echo "== $1 ($(date +%T))"; }
 SECONDS=0

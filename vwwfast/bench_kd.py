@@ -101,7 +101,7 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     params = (view_params(ViewSpec(), 0, 0, np.arange(len(split)), split.heights, split.widths)
               if store.plain else store.params()[0])
     table = torch.from_numpy(store.logits()[0]).to(device)
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    fmt = torch.channels_last  # what the trainer uses on every device
     teacher = teacher.to(memory_format=fmt)
 
     student = build_model("mobilenet_v3_small").to(device, memory_format=fmt)
@@ -111,7 +111,7 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
 
     def step(x, y, z_t):
         with amp():
-            z_s = student(x)
+            z_s = student(x.contiguous(memory_format=fmt))
         loss, _ = kd_loss(z_s, z_t, y, alpha=0.55, temperature=2.0, confidence_gamma=2.0,
                           margin_weight=0.03, label_smoothing=0.01)
         opt.zero_grad(set_to_none=True)
@@ -121,7 +121,7 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     @torch.no_grad()
     def teach(x):
         with amp():
-            return teacher(x).float()
+            return teacher(x.contiguous(memory_format=fmt)).float()
 
     results = {}
     student.train()

@@ -116,8 +116,7 @@ class OnlineTeacher(Teacher):
         from vwwfast.train import SplitData
         self.train = train
         self.model, ckpt = model_from_checkpoint(self.cfg.teacher, device=device)
-        if ckpt["arch"] == self.cfg.arch and ckpt["input_size"] == self.cfg.input_size:
-            pass  # self-distillation is allowed
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.size = ckpt["input_size"]
         self.arch = ckpt["arch"]
         self.render = SplitData(shards, "train", self.cfg, device, self.size)
@@ -134,7 +133,7 @@ class OnlineTeacher(Teacher):
         ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if x.device.type == "cuda"
                else torch.autocast("cpu", enabled=False))
         with ctx:
-            return self.model(x).float()
+            return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 
     def card_lines(self):
         return [f"- teacher: online, `{self.cfg.teacher}` ({self.arch} at {self.size} px)"]

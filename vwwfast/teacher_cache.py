@@ -140,7 +140,7 @@ def _teacher_logits(model, data, order, params, batch_size, on_chunk=None):
     correct, pos = 0, 0
     for x, y, idx in data.batches(order, params, batch_size):
         with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
-            z = model(x).float()
+            z = model(x.contiguous(memory_format=torch.channels_last)).float()
         out[pos:pos + len(y)] = z.half().cpu().numpy()
         correct += int((z.argmax(1) == y).sum())
         pos += len(y)
@@ -187,8 +187,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig) -> Path:
     device = D.device() if D.active() else pick_device(cfg.device)
     shards = ShardSet.open(cfg.shards)
     model, ckpt = model_from_checkpoint(cfg.teacher, device=device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
     size = cfg.input_size or ckpt["input_size"]
     spec = view_spec(cfg.view_spec)
     n_views = 1 if cfg.view_spec == "plain" else cfg.views

@@ -65,7 +65,7 @@ def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False,
     start = time.perf_counter()
     for x, y, idx in data.batches(order, params, batch_size):
         with _autocast(x.device):
-            z = model(x)
+            z = model(x.contiguous(memory_format=torch.channels_last))
         cm += confusion_matrix(z.argmax(1), y)
     cm = D.all_reduce_sum(cm)
     seconds = time.perf_counter() - start
@@ -90,7 +90,7 @@ def settle_bn(model, data: SplitData, order: np.ndarray, params: np.ndarray, bat
     model.train()
     for x, _, _ in data.batches(order[:images], params, batch_size):
         with _autocast(x.device):
-            model(x)
+            model(x.contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     from vwwfast import distributed as D
@@ -159,8 +159,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, bn_momentum=cfg.bn_momentum, pretrained=cfg.pretrained,
                         init=cfg.init).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)  # faster on GPUs and on CPUs (oneDNN)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(D.rank_part(np.arange(len(train)))) / cfg.batch_size)
     steps_per_epoch = D.max_int(steps_per_epoch)
@@ -207,7 +206,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
                 for x, y, idx in train.batches(order, params, cfg.batch_size):
                     z_t = teacher.logits(epoch, idx, params) if teacher else None
                     with _autocast(device):
-                        z_s = step_model(x)
+                        z_s = step_model(x.contiguous(memory_format=torch.channels_last))
                     loss, terms = kd_loss(z_s, z_t, y, alpha=alpha, temperature=temperature,
                                           confidence_gamma=gamma, margin_weight=mw,
                                           label_smoothing=cfg.label_smoothing)
@@ -337,6 +336,7 @@ def evaluate_command(cfg: C.EvalConfig) -> dict:
     from vwwfast.shards import ShardSet
     device = pick_device(cfg.device)
     model, ckpt = model_from_checkpoint(cfg.checkpoint, device=device)
+    model = model.to(memory_format=torch.channels_last)
     shards = ShardSet.open(cfg.shards)
     data = SplitData(shards, cfg.split, cfg, device, ckpt["input_size"])
     m = evaluate(model, data, cfg.batch_size, cfg.center_crop)
