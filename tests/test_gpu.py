@@ -19,7 +19,7 @@ def test_bf16_training_steps(synth_shards, tmp_path):
     s = distill(cfg)
     lines = [json.loads(l) for l in open(s["run_dir"] + "/metrics.jsonl")]
     assert all(np.isfinite(l["loss"]) for l in lines)
-    assert "H100" in s["device"] or "H200" in s["device"] or "NVIDIA" in s["device"] or s["device"]
+    assert s["device"] == torch.cuda.get_device_name()
     ck = torch.load(s["run_dir"] + "/model.pt", weights_only=True)
     assert all(v.dtype in (torch.float32, torch.int64) for v in ck["state_dict"].values())
 

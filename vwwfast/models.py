@@ -112,22 +112,3 @@ def model_from_checkpoint(path, *, arch: str | None = None, input_size: int | No
     model = torchvision.models.get_model(ckpt["arch"], weights=None, num_classes=NUM_CLASSES)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
-
-
-def checkpoint_sha256(path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise UserError(f"--device must be 'auto', 'cuda' or 'cpu', got '{name}'")
-    return torch.device(name)

@@ -85,7 +85,7 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> int:
     return data_offset
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -138,7 +138,7 @@ class _ShardWriter:
         idx = final.with_suffix(".idx")
         idx.write_text(f"v1.2 {len(self._idx_lines)}\n" + "\n".join(self._idx_lines) + "\n")
         os.replace(self._tmp, final)
-        entry["sha256"] = _sha256(final)
+        entry["sha256"] = file_sha256(final)
         self._tar, self._idx_lines = None, []
 
     def finish(self) -> dict:
@@ -152,7 +152,7 @@ class _ShardWriter:
             "class_counts": {"0": int((labels == 0).sum()), "1": int((labels == 1).sum())},
             "shards": self.shards,
             "samples_file": table_file,
-            "samples_sha256": _sha256(self.out / table_file),
+            "samples_sha256": file_sha256(self.out / table_file),
         }
 
 

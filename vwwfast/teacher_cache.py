@@ -24,10 +24,10 @@ INTERPOLATION = "bilinear"
 
 
 def fingerprint(*, shards, ckpt_path, ckpt: dict, input_size: int, spec, seed: int) -> dict:
-    from vwwfast.models import checkpoint_sha256
+    from vwwfast.shards import file_sha256
     return {
         "shards_content_hash": shards.content_hash,
-        "teacher_sha256": checkpoint_sha256(ckpt_path),
+        "teacher_sha256": file_sha256(ckpt_path),
         "teacher_arch": ckpt["arch"],
         "teacher_input_size": input_size,
         "interpolation": INTERPOLATION,
@@ -175,7 +175,8 @@ def cache_teacher(cfg: C.CacheTeacherConfig) -> Path:
     """Each rank (one without torchrun) owns whole shards, i.e. whole chunks of the store;
     rank 0 creates the store and writes the attributes once every rank is done."""
     from vwwfast import distributed as D
-    from vwwfast.models import model_from_checkpoint, pick_device
+    from vwwfast.models import model_from_checkpoint
+    from vwwfast.render import resolve_device
     from vwwfast.progress import info, print_table
     from vwwfast.shards import ShardSet
     from vwwfast.train import SplitData, val_params
@@ -184,7 +185,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig) -> Path:
     C.require(cfg, "shards", "teacher")
     if cfg.views < 1:
         raise UserError("--views must be at least 1")
-    device = D.device() if D.active() else pick_device(cfg.device)
+    device = D.device() if D.active() else resolve_device(cfg.device)
     shards = ShardSet.open(cfg.shards)
     model, ckpt = model_from_checkpoint(cfg.teacher, device=device)
     model = model.to(memory_format=torch.channels_last)

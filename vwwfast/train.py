@@ -139,14 +139,15 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
     """Train a model on cfg.shards; `teacher` (None, or a teacher.Teacher) adds the KD terms."""
     from vwwfast import distributed as D
     from vwwfast.losses import alpha_at, kd_loss, margin_at
-    from vwwfast.models import build_model, pick_device, save_checkpoint
+    from vwwfast.models import build_model, save_checkpoint
+    from vwwfast.render import resolve_device
     from vwwfast.progress import bar, info
     from vwwfast.runs import Run
     from vwwfast.shards import ShardSet
     from vwwfast.views import view_params, view_spec
 
     _check(cfg)
-    device = D.device() if D.active() else pick_device(cfg.device)
+    device = D.device() if D.active() else resolve_device(cfg.device)
     shards = ShardSet.open(cfg.shards)
     for split in ("train", "val"):
         shards.require_both_classes(split)
@@ -331,10 +332,11 @@ def distill(cfg: C.DistillConfig) -> dict:
 
 def evaluate_command(cfg: C.EvalConfig) -> dict:
     import json
-    from vwwfast.models import model_from_checkpoint, pick_device
+    from vwwfast.models import model_from_checkpoint
+    from vwwfast.render import resolve_device
     from vwwfast.progress import print_table
     from vwwfast.shards import ShardSet
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     model, ckpt = model_from_checkpoint(cfg.checkpoint, device=device)
     model = model.to(memory_format=torch.channels_last)
     shards = ShardSet.open(cfg.shards)
