@@ -3,8 +3,8 @@
 # synth -> shard -> train-teacher -> cache-teacher -> distill (defaults) and a supervised
 # student (--alpha 0) under the same budget -> runs.
 # Smaller than the real defaults, and it says so: 3,000 train / 500 val images stored at
-# 128 px, the teacher at 96 px (224 is the real default) for 12 epochs, 6 cached views,
-# 14 student epochs.
+# 128 px, the teacher at 96 px (224 is the real default) for 12 epochs, 4 cached views,
+# 14 student epochs, BatchNorm settled on 512 images (2,048 by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V=${VWWFAST:-.venv/bin/vwwfast}
@@ -13,7 +13,7 @@ TRAIN=${DEMO_TRAIN:-3000}
 VAL=${DEMO_VAL:-500}
 TEACHER_EPOCHS=${DEMO_TEACHER_EPOCHS:-12}
 STUDENT_EPOCHS=${DEMO_STUDENT_EPOCHS:-14}
-VIEWS=${DEMO_VIEWS:-6}
+VIEWS=${DEMO_VIEWS:-4}
 
 stage() { echo; echo "== $1 ($(date +%T))"; }
 SECONDS=0
@@ -23,16 +23,17 @@ stage "shard (stored at 128 px; real runs use 224)"
 $V shard --coco-root "$OUT/coco" --out "$OUT/shards" --size 128 --samples-per-shard 500 --workers 2 --overwrite
 stage "train-teacher: mobilenet_v3_large at 96 px (real runs use 224), $TEACHER_EPOCHS epochs"
 $V train-teacher --shards "$OUT/shards" --input-size 96 --epochs "$TEACHER_EPOCHS" --batch-size 64 \
-    --lr 3e-3 --runs-dir "$OUT/runs" --tag demo --note "demo teacher"
+    --lr 3e-3 --bn-settle 512 --runs-dir "$OUT/runs" --tag demo --note "demo teacher"
 TEACHER=$(ls -d "$OUT"/runs/*_teacher_* | tail -n 1)/model.pt
 stage "cache-teacher: $VIEWS views of every training image"
 $V cache-teacher --shards "$OUT/shards" --teacher "$TEACHER" --views "$VIEWS" --out "$OUT/shards/teacher.zarr"
 stage "distill: the default KD recipe, $STUDENT_EPOCHS epochs"
 $V distill --shards "$OUT/shards" --cache "$OUT/shards/teacher.zarr" --epochs "$STUDENT_EPOCHS" \
-    --batch-size 64 --lr 3e-3 --runs-dir "$OUT/runs" --tag kd --note "demo: default KD recipe"
+    --batch-size 64 --lr 3e-3 --bn-settle 512 --runs-dir "$OUT/runs" --tag kd --note "demo: default KD recipe"
 stage "distill --alpha 0: supervised student, same budget"
 $V distill --shards "$OUT/shards" --alpha 0 --epochs "$STUDENT_EPOCHS" \
-    --batch-size 64 --lr 3e-3 --runs-dir "$OUT/runs" --tag supervised --note "demo: supervised baseline"
+    --batch-size 64 --lr 3e-3 --bn-settle 512 --runs-dir "$OUT/runs" --tag supervised \
+    --note "demo: supervised baseline"
 stage "runs"
 $V runs --runs-dir "$OUT/runs"
 echo

@@ -182,8 +182,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
     if cfg.compile:
         step_model = torch.compile(step_model)
 
-    wall0, epoch, epochs_done, images_seen, train_seconds = time.perf_counter(), start_epoch, 0, 0, 0.0
-    stale = 0
+    wall0, images_seen, train_seconds = time.perf_counter(), 0, 0.0
     try:
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed * 1000 + epoch)  # resume replays the same randomness
@@ -198,8 +197,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
                             teacher.margin_decay_end_epoch, epoch) if teacher else 0.0)
             temperature = teacher.temperature if teacher else 1.0
             gamma = teacher.confidence_gamma if teacher else 0.0
-            sums = {"loss": 0.0, "loss_ce": 0.0, "loss_kl": 0.0, "loss_margin": 0.0}
-            acc = torch.zeros(4, device=device)
+            loss_sums = torch.zeros(4, device=device)  # summed on the device: no sync per step
             n_batches, n_images = 0, 0
             step_model.train()
             t0 = time.perf_counter()
@@ -215,7 +213,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
-                    acc += torch.stack([loss.detach(), terms["ce"], terms["kl"], terms["margin"]])
+                    loss_sums += torch.stack([loss.detach(), terms["ce"], terms["kl"], terms["margin"]])
                     n_batches += 1
                     n_images += len(y)
                     advance(len(y))
@@ -224,10 +222,10 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
-            acc = D.all_reduce_sum(acc) / max(D.all_reduce_sum(torch.tensor(float(n_batches), device=device)).item(), 1)
-            n_images_all = int(D.all_reduce_sum(torch.tensor(float(n_images), device=device)).item())
-            for k, v in zip(sums, acc.tolist()):
-                sums[k] = v
+            counts = D.all_reduce_sum(torch.tensor([n_batches, n_images], device=device, dtype=torch.float64))
+            n_images_all = int(counts[1].item())
+            means = (D.all_reduce_sum(loss_sums) / max(counts[0].item(), 1)).tolist()
+            sums = dict(zip(("loss", "loss_ce", "loss_kl", "loss_margin"), means))
             train_seconds += seconds
             images_seen += n_images_all
             settle_bn(model, train, order, params, cfg.batch_size, cfg.bn_settle)
@@ -242,9 +240,6 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
             improved = metrics["acc"] > best["val_acc"]
             if improved:
                 best = {"val_acc": metrics["acc"], "epoch": epoch, **metrics}
-                stale = 0
-            else:
-                stale += 1
             if D.is_main():
                 run.log_epoch(record)
                 ckpt_args = dict(arch=cfg.arch, input_size=cfg.input_size, config=C.to_dict(cfg),
@@ -257,8 +252,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
                 info(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {sums['loss']:.4f}  "
                      f"val acc {metrics['acc']:.4f}  recall {_fmt(metrics['recall_0'])}/"
                      f"{_fmt(metrics['recall_1'])}  {record['img_per_s']:,.0f} img/s")
-            epochs_done += 1
-            if cfg.patience and stale >= cfg.patience:
+            if cfg.patience and epoch - best["epoch"] >= cfg.patience:
                 info(f"early stop: no better val accuracy for {cfg.patience} epochs")
                 break
     except KeyboardInterrupt:
