@@ -91,11 +91,11 @@ class CachedTeacher(Teacher):
 
     def card_lines(self):
         fp = self.store.fingerprint
-        return [f"- teacher: cached, store `{self.store.path}`",
-                f"- cache fingerprint: {self.store.fingerprint_hash} (teacher {fp['teacher_arch']} "
+        return [f"teacher: cached, store `{self.store.path}`",
+                f"cache fingerprint: {self.store.fingerprint_hash} (teacher {fp['teacher_arch']} "
                 f"at {fp['teacher_input_size']} px, sha256 {fp['teacher_sha256'][:12]}, "
                 f"{self.store.num_views} views, seed {fp['seed']})",
-                f"- teacher acc on the cached train views: {np.mean(self.store.attrs['train_view_acc']):.4f}, "
+                f"teacher acc on the cached train views: {np.mean(self.store.attrs['train_view_acc']):.4f}, "
                 f"on val: {self.store.attrs['val_acc']:.4f}"]
 
     def summary(self):
@@ -136,7 +136,7 @@ class OnlineTeacher(Teacher):
             return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 
     def card_lines(self):
-        return [f"- teacher: online, `{self.cfg.teacher}` ({self.arch} at {self.size} px)"]
+        return [f"teacher: online, `{self.cfg.teacher}` ({self.arch} at {self.size} px)"]
 
 
 def make_teacher(cfg: C.DistillConfig):
