@@ -77,7 +77,7 @@ class _Timer:
 def bench_kd(cfg: C.BenchKDConfig) -> dict:
     from vwwfast.epochs import epoch_order
     from vwwfast.losses import kd_loss
-    from vwwfast.models import build_model, model_from_checkpoint
+    from vwwfast.models import autocast, build_model, model_from_checkpoint
     from vwwfast.progress import info, print_table
     from vwwfast.render import iterate, make_renderer, resolve_device
     from vwwfast.shards import ShardSet
@@ -106,11 +106,9 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
 
     student = build_model("mobilenet_v3_small").to(device, memory_format=fmt)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else (
-        lambda: torch.autocast("cpu", enabled=False))
 
     def step(x, y, z_t):
-        with amp():
+        with autocast(device):
             z_s = student(x.contiguous(memory_format=fmt))
         loss, _ = kd_loss(z_s, z_t, y, alpha=0.55, temperature=2.0, confidence_gamma=2.0,
                           margin_weight=0.03, label_smoothing=0.01)
@@ -120,7 +118,7 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
 
     @torch.no_grad()
     def teach(x):
-        with amp():
+        with autocast(device):
             return teacher(x.contiguous(memory_format=fmt)).float()
 
     results = {}
@@ -145,9 +143,11 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     results["teacher_bound_img_per_s"] = timer.rate()
 
     student_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
-                              out_size=STUDENT_SIZE, cache_dir=shards.root)
+                              out_size=STUDENT_SIZE, cache_dir=shards.root,
+                              content_hash=shards.content_hash)
     teacher_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
-                              out_size=tsize, cache_dir=shards.root)
+                              out_size=tsize, cache_dir=shards.root,
+                              content_hash=shards.content_hash)
     rows = lambda idx: params[idx]  # noqa: E731
 
     info("cached KD: render, cached logits, student step")

@@ -27,11 +27,11 @@ class _RateColumn(ProgressColumn):
 
 
 @contextlib.contextmanager
-def bar(description: str, total: int | None, unit: str = "img"):
-    """A progress bar; yields advance(n). Quiet when stderr is not a terminal-like stream."""
+def bar(description: str, total: int | None, unit: str = "img", enabled: bool = True):
+    """A progress bar; yields advance(n). Quiet when off or when stderr is not a terminal."""
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         _RateColumn(unit), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, transient=False, disable=not _interactive())
+                        console=console, transient=False, disable=not (enabled and _interactive()))
     with progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)

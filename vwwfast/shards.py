@@ -203,7 +203,7 @@ def write_shards(out_dir, splits: dict[str, list[SourceItem]], *, source: dict, 
             results = (pool.map(_encode_star, jobs, chunksize=16) if pool
                        else map(_encode_star, jobs))
             desc = f"shard {split}"
-            with bar(desc, len(items)) if show_progress else _null_bar() as advance:
+            with bar(desc, len(items), enabled=show_progress) as advance:
                 for item, res in zip(items, results):
                     advance(1)
                     if isinstance(res, str):
@@ -231,14 +231,6 @@ def write_shards(out_dir, splits: dict[str, list[SourceItem]], *, source: dict, 
     os.replace(tmp, out / "manifest.json")
     commit_dir(out, final)
     return manifest
-
-
-class _null_bar:
-    def __enter__(self):
-        return lambda n=1: None
-
-    def __exit__(self, *a):
-        return False
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.models import autocast
 
 
 def _views_digest(params: np.ndarray) -> str:
@@ -130,9 +131,7 @@ class OnlineTeacher(Teacher):
         if epoch not in self._digests:
             self._digests[epoch] = _views_digest(params)
         x, _ = self.render.renderer.render(idx_np, params[idx_np], self.size)
-        ctx = (torch.autocast("cuda", dtype=torch.bfloat16) if x.device.type == "cuda"
-               else torch.autocast("cpu", enabled=False))
-        with ctx:
+        with autocast(x.device):
             return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 
     def card_lines(self):

@@ -18,6 +18,7 @@ import torch
 from vwwfast import __version__
 from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.models import autocast
 
 FORMAT_VERSION = 1
 INTERPOLATION = "bilinear"
@@ -139,7 +140,7 @@ def _teacher_logits(model, data, order, params, batch_size, on_chunk=None):
     out = np.zeros((len(order), 2), np.float16)
     correct, pos = 0, 0
     for x, y, idx in data.batches(order, params, batch_size):
-        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
+        with autocast(device):
             z = model(x.contiguous(memory_format=torch.channels_last)).float()
         out[pos:pos + len(y)] = z.half().cpu().numpy()
         correct += int((z.argmax(1) == y).sum())
@@ -147,14 +148,6 @@ def _teacher_logits(model, data, order, params, batch_size, on_chunk=None):
         if on_chunk:
             on_chunk(len(y))
     return out, correct
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def _shard_ranges(shards, split: str) -> list[tuple[int, int]]:

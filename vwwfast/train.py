@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.models import autocast
 
 
 # ---------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ class SplitData:
         self.renderer = make_renderer(renderer or cfg.renderer, self.split, device=device,
                                       decoded_size=getattr(cfg, "decoded_size", 160),
                                       budget_bytes=_budget(cfg), out_size=size,
-                                      cache_dir=shards.root)
+                                      cache_dir=shards.root, content_hash=shards.content_hash)
 
     def __len__(self):
         return len(self.split)
@@ -64,7 +64,7 @@ def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False,
     cm = torch.zeros(2, 2, dtype=torch.long, device=D.device_of(model))
     start = time.perf_counter()
     for x, y, idx in data.batches(order, params, batch_size):
-        with _autocast(x.device):
+        with autocast(x.device):
             z = model(x.contiguous(memory_format=torch.channels_last))
         cm += confusion_matrix(z.argmax(1), y)
     cm = D.all_reduce_sum(cm)
@@ -89,7 +89,7 @@ def settle_bn(model, data: SplitData, order: np.ndarray, params: np.ndarray, bat
         m.momentum = None
     model.train()
     for x, _, _ in data.batches(order[:images], params, batch_size):
-        with _autocast(x.device):
+        with autocast(x.device):
             model(x.contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
@@ -98,12 +98,6 @@ def settle_bn(model, data: SplitData, order: np.ndarray, params: np.ndarray, bat
         for m in bns:
             for buf in (m.running_mean, m.running_var):
                 buf.copy_(D.all_reduce_sum(buf) / D.world_size())
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,7 +198,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
             with bar(f"epoch {epoch + 1}/{cfg.epochs}", len(order)) as advance, D.join(step_model):
                 for x, y, idx in train.batches(order, params, cfg.batch_size):
                     z_t = teacher.logits(epoch, idx, params) if teacher else None
-                    with _autocast(device):
+                    with autocast(device):
                         z_s = step_model(x.contiguous(memory_format=torch.channels_last))
                     loss, terms = kd_loss(z_s, z_t, y, alpha=alpha, temperature=temperature,
                                           confidence_gamma=gamma, margin_weight=mw,
