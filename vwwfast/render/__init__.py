@@ -160,7 +160,7 @@ def make_renderer(name: str, split, *, device, decoded_size: int = 160,
         from vwwfast.render.dali import DaliRenderer
         return DaliRenderer(split, device)
     from vwwfast.render.reference import ReferenceRenderer
-    return ReferenceRenderer(split, device, threads=0 if name == "reference" else None)
+    return ReferenceRenderer(split, device, threads=None)  # one thread per core: same per-sample code
 
 
 def iterate(renderer: Renderer, order: np.ndarray, params_for: Callable[[np.ndarray], object],
