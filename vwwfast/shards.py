@@ -266,9 +266,6 @@ class Split:
         f.seek(int(self.offsets[i]))
         return f.read(int(self.nbytes[i]))
 
-    def read_jpegs(self, indices) -> list[bytes]:
-        return [self.read_jpeg(int(i)) for i in indices]
-
     def close(self) -> None:
         for f in self._files.values():
             f.close()

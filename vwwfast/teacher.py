@@ -6,18 +6,12 @@ the teacher logits of a batch, and lines for the run's record.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.models import autocast
-
-
-def _views_digest(params: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()[:16]
 
 
 class Teacher:
@@ -29,16 +23,9 @@ class Teacher:
         self.temperature, self.confidence_gamma = cfg.temperature, cfg.confidence_gamma
         self.margin_weight, self.margin_weight_end = cfg.margin_weight, cfg.margin_weight_end
         self.margin_decay_end_epoch = cfg.margin_decay_end_epoch
-        self._digests: dict[int, str] = {}
-
-    def own_params(self, epoch: int) -> np.ndarray:
-        from vwwfast.views import view_params, view_spec
-        sp = self.train.split
-        return view_params(view_spec(self.cfg.view_spec), self.cfg.seed, epoch,
-                           np.arange(len(sp)), sp.heights, sp.widths)
 
     def epoch_note(self, epoch: int) -> dict:
-        return {"views_sha256": self._digests.get(epoch)}
+        return {}
 
     def summary(self) -> dict:
         return {"teacher_mode": self.cfg.teacher_mode}
@@ -56,12 +43,10 @@ class CachedTeacher(Teacher):
         self.store = TeacherCache(cfg.cache)
         self.store.check_complete()
         self.provides_views = not self.store.plain
-        self._warned = False
 
     def prepare(self, shards, train, val, device):
         from vwwfast.progress import info, warn
         self.store.check_shards(shards)
-        self.train = train
         if len(train) != self.store.group["train/logits"].shape[1]:
             raise UserError(f"{self.store.path} holds {self.store.group['train/logits'].shape[1]} "
                             f"train samples, the shards {len(train)}")
@@ -77,18 +62,14 @@ class CachedTeacher(Teacher):
         return epoch % self.store.num_views
 
     def train_params(self, epoch: int) -> np.ndarray:
-        p = self.params[self.view_of(epoch)]
-        self._digests[epoch] = _views_digest(p)
-        return p
+        return self.params[self.view_of(epoch)]
 
     def logits(self, epoch, idx, params):
         idx = torch.as_tensor(idx, device=self.table.device, dtype=torch.long)
-        if not self.provides_views:
-            self._digests.setdefault(epoch, _views_digest(params))
         return self.table[self.view_of(epoch)].index_select(0, idx).float()
 
     def epoch_note(self, epoch):
-        return {"view": self.view_of(epoch), **super().epoch_note(epoch)}
+        return {"view": self.view_of(epoch)}
 
     def card_lines(self):
         fp = self.store.fingerprint
@@ -115,7 +96,6 @@ class OnlineTeacher(Teacher):
     def prepare(self, shards, train, val, device):
         from vwwfast.models import model_from_checkpoint
         from vwwfast.train import SplitData
-        self.train = train
         self.model, ckpt = model_from_checkpoint(self.cfg.teacher, device=device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.size = ckpt["input_size"]
@@ -128,8 +108,6 @@ class OnlineTeacher(Teacher):
     @torch.no_grad()
     def logits(self, epoch, idx, params):
         idx_np = idx.cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
-        if epoch not in self._digests:
-            self._digests[epoch] = _views_digest(params)
         x, _ = self.render.renderer.render(idx_np, params[idx_np], self.size)
         with autocast(x.device):
             return self.model(x.contiguous(memory_format=torch.channels_last)).float()

@@ -22,11 +22,11 @@ from vwwfast.models import autocast
 class SplitData:
     """A shard split, its renderer and the size it renders at."""
 
-    def __init__(self, shards, name: str, cfg, device, size: int, renderer: str | None = None):
+    def __init__(self, shards, name: str, cfg, device, size: int):
         from vwwfast.render import make_renderer
         self.split = shards.split(name)
         self.size = size
-        self.renderer = make_renderer(renderer or cfg.renderer, self.split, device=device,
+        self.renderer = make_renderer(cfg.renderer, self.split, device=device,
                                       decoded_size=getattr(cfg, "decoded_size", 160),
                                       budget_bytes=_budget(cfg), out_size=size,
                                       cache_dir=shards.root, content_hash=shards.content_hash)
@@ -53,8 +53,7 @@ def val_params(split, center_crop: bool) -> np.ndarray:
 # Evaluation
 
 @torch.no_grad()
-def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False,
-             teacher_logits: torch.Tensor | None = None) -> dict:
+def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False) -> dict:
     """Accuracy, recall per class, confusion matrix over every sample once (plain view)."""
     from vwwfast.metrics import confusion_matrix, summarize
     from vwwfast import distributed as D
@@ -132,6 +131,7 @@ def _check(cfg) -> None:
 def fit(cfg, kind: str, teacher=None, run=None) -> dict:
     """Train a model on cfg.shards; `teacher` (None, or a teacher.Teacher) adds the KD terms."""
     from vwwfast import distributed as D
+    from vwwfast.epochs import epoch_order
     from vwwfast.losses import alpha_at, kd_loss, margin_at
     from vwwfast.models import build_model, save_checkpoint
     from vwwfast.render import resolve_device
@@ -180,7 +180,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
     try:
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed * 1000 + epoch)  # resume replays the same randomness
-            order = D.rank_part(_epoch_order(len(train), cfg.seed, epoch))
+            order = D.rank_part(epoch_order(len(train), cfg.seed, epoch))
             if teacher is not None and teacher.provides_views:
                 params = teacher.train_params(epoch)
             else:
@@ -228,7 +228,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
                       "lr": scheduler.get_last_lr()[0], "val_acc": metrics["acc"],
                       "recall_0": metrics["recall_0"], "recall_1": metrics["recall_1"],
                       "confusion": metrics["confusion"], "img_per_s": n_images_all / max(seconds, 1e-9),
-                      "time_s": seconds}
+                      "time_s": seconds, "views_sha256": views_digest(params)}
             if teacher is not None:
                 record.update(teacher.epoch_note(epoch))
             improved = metrics["acc"] > best["val_acc"]
@@ -262,13 +262,14 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
     return summary
 
 
+def views_digest(params: np.ndarray) -> str:
+    """Names the training views of an epoch, so two runs can show they saw the same ones."""
+    import hashlib
+    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()[:16]
+
+
 def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
-
-
-def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    from vwwfast.epochs import epoch_order
-    return epoch_order(n, seed, epoch)
 
 
 def _summary(best, wall0, images, train_seconds, device, teacher) -> dict:
