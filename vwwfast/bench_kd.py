@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vwwfast import config as C
+from vwwfast.bench import _sync
 from vwwfast.errors import UserError
 
 WARMUP = 2
@@ -60,17 +61,13 @@ class _Timer:
     def tick(self, n: int) -> None:
         self.batches += 1
         if self.batches == WARMUP:
-            self._sync()
+            _sync(self.device)
             self.t0 = time.perf_counter()
         elif self.batches > WARMUP:
             self.images += n
 
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def rate(self) -> float:
-        self._sync()
+        _sync(self.device)
         return self.images / max(time.perf_counter() - self.t0, 1e-9)
 
 
