@@ -18,7 +18,10 @@ def torchrun(*args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "vwwfast", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    if r.returncode:  # the failing rank's own lines, not only torchrun's summary
+        print(r.stderr)
+    return r
 
 
 @pytest.fixture(scope="module")

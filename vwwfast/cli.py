@@ -97,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     cls, handler, _ = table[ns.bench_command if ns.command == "bench" else ns.command]
     try:
         cfg = C.from_args(cls, ns)
-        if os.environ.get("WORLD_SIZE", "1") != "1":  # started by torchrun
+        launched = os.environ.get("WORLD_SIZE", "1") != "1"  # started by torchrun
+        if launched:
             from vwwfast import distributed
             distributed.init()
         handler(cfg)
+        if launched:
+            distributed.shutdown()
     except UserError as e:
         print(f"vwwfast {ns.command}: error: {e}", file=sys.stderr)
         return 2

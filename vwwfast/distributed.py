@@ -95,3 +95,11 @@ def join(model):
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """After a command succeeded: ranks leave together and close the process group, so none
+    exits while another still talks to it."""
+    if active():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -23,13 +23,18 @@ class SplitData:
     """A shard split, its renderer and the size it renders at."""
 
     def __init__(self, shards, name: str, cfg, device, size: int):
+        from vwwfast import distributed as D
         from vwwfast.render import make_renderer
         self.split = shards.split(name)
         self.size = size
+        if not D.is_main():
+            D.barrier()  # under torchrun rank 0 decodes and saves the decoded cache; others map it
         self.renderer = make_renderer(cfg.renderer, self.split, device=device,
                                       decoded_size=getattr(cfg, "decoded_size", 160),
                                       budget_bytes=_budget(cfg), out_size=size,
                                       cache_dir=shards.root, content_hash=shards.content_hash)
+        if D.is_main():
+            D.barrier()
 
     def __len__(self):
         return len(self.split)
