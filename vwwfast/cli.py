@@ -32,7 +32,7 @@ def _distill(cfg):
 
 
 def _eval(cfg):
-    from vwwfast.train import evaluate_command
+    from vwwfast.evaluate import evaluate_command
     evaluate_command(cfg)
 
 

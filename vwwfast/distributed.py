@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from vwwfast.epochs import rank_slice
+
 
 def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -57,7 +59,6 @@ def device_of(model) -> torch.device:
 
 
 def rank_part(order: np.ndarray) -> np.ndarray:
-    from vwwfast.epochs import rank_slice
     return rank_slice(order, rank(), world_size())
 
 

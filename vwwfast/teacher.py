@@ -11,6 +11,7 @@ import torch
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.data import SplitData
 from vwwfast.models import autocast
 
 
@@ -95,7 +96,6 @@ class OnlineTeacher(Teacher):
 
     def prepare(self, shards, train, val, device):
         from vwwfast.models import model_from_checkpoint
-        from vwwfast.train import SplitData
         self.model, ckpt = model_from_checkpoint(self.cfg.teacher, device=device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.size = ckpt["input_size"]

@@ -18,6 +18,7 @@ import torch
 from vwwfast import __version__
 from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.data import SplitData, val_params
 from vwwfast.models import autocast
 
 FORMAT_VERSION = 1
@@ -172,7 +173,6 @@ def cache_teacher(cfg: C.CacheTeacherConfig) -> Path:
     from vwwfast.render import resolve_device
     from vwwfast.progress import info, print_table
     from vwwfast.shards import ShardSet
-    from vwwfast.train import SplitData, val_params
     from vwwfast.views import PARAM_COLUMNS, view_params, view_spec
 
     C.require(cfg, "shards", "teacher")

@@ -13,69 +13,9 @@ import torch
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.data import SplitData
+from vwwfast.evaluate import evaluate
 from vwwfast.models import autocast
-
-
-# ---------------------------------------------------------------------------------------
-# Data: one object per split that renders batches of views
-
-class SplitData:
-    """A shard split, its renderer and the size it renders at."""
-
-    def __init__(self, shards, name: str, cfg, device, size: int):
-        from vwwfast import distributed as D
-        from vwwfast.render import make_renderer
-        self.split = shards.split(name)
-        self.size = size
-        if not D.is_main():
-            D.barrier()  # under torchrun rank 0 decodes and saves the decoded cache; others map it
-        self.renderer = make_renderer(cfg.renderer, self.split, device=device,
-                                      decoded_size=getattr(cfg, "decoded_size", 160),
-                                      budget_bytes=_budget(cfg), out_size=size,
-                                      cache_dir=shards.root, content_hash=shards.content_hash)
-        if D.is_main():
-            D.barrier()
-
-    def __len__(self):
-        return len(self.split)
-
-    def batches(self, order: np.ndarray, params: np.ndarray, batch_size: int):
-        from vwwfast.render import iterate
-        return iterate(self.renderer, order, lambda idx: params[idx], batch_size, self.size)
-
-
-def _budget(cfg):
-    gb = getattr(cfg, "decoded_budget_gb", 0.0)
-    return int(gb * 2**30) if gb else None
-
-
-def val_params(split, center_crop: bool) -> np.ndarray:
-    from vwwfast.views import val_params as vp
-    return vp(split.heights, split.widths, center_crop=center_crop)
-
-
-# ---------------------------------------------------------------------------------------
-# Evaluation
-
-@torch.no_grad()
-def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False) -> dict:
-    """Accuracy, recall per class, confusion matrix over every sample once (plain view)."""
-    from vwwfast.metrics import confusion_matrix, summarize
-    from vwwfast import distributed as D
-    model.eval()
-    params = val_params(data.split, center_crop)
-    order = D.rank_part(np.arange(len(data)))
-    cm = torch.zeros(2, 2, dtype=torch.long, device=D.device_of(model))
-    start = time.perf_counter()
-    for x, y, idx in data.batches(order, params, batch_size):
-        with autocast(x.device):
-            z = model(x.contiguous(memory_format=torch.channels_last))
-        cm += confusion_matrix(z.argmax(1), y)
-    cm = D.all_reduce_sum(cm)
-    seconds = time.perf_counter() - start
-    out = summarize(cm)
-    out["img_per_s"] = out["n"] / max(seconds, 1e-9)
-    return out
 
 
 @torch.no_grad()
@@ -322,25 +262,3 @@ def distill(cfg: C.DistillConfig) -> dict:
         cfg, run = _resumed(cfg, C.DistillConfig)
     C.require(cfg, "shards")
     return fit(cfg, "student", teacher=make_teacher(cfg), run=run)
-
-
-def evaluate_command(cfg: C.EvalConfig) -> dict:
-    import json
-    from vwwfast.models import model_from_checkpoint
-    from vwwfast.render import resolve_device
-    from vwwfast.progress import print_table
-    from vwwfast.shards import ShardSet
-    device = resolve_device(cfg.device)
-    model, ckpt = model_from_checkpoint(cfg.checkpoint, device=device)
-    model = model.to(memory_format=torch.channels_last)
-    shards = ShardSet.open(cfg.shards)
-    data = SplitData(shards, cfg.split, cfg, device, ckpt["input_size"])
-    m = evaluate(model, data, cfg.batch_size, cfg.center_crop)
-    (tn, fp), (fn, tp) = m["confusion"]
-    print_table(f"{cfg.checkpoint} on {cfg.shards} ({cfg.split}, {ckpt['input_size']} px)",
-                ["accuracy", "recall no-person", "recall person", "TN", "FP", "FN", "TP", "img/s"],
-                [(f"{m['acc']:.4f}", _fmt(m["recall_0"]), _fmt(m["recall_1"]), tn, fp, fn, tp,
-                  f"{m['img_per_s']:,.0f}")])
-    if cfg.json:
-        Path(cfg.json).write_text(json.dumps(m, indent=1))
-    return m
