@@ -40,6 +40,7 @@ def test_kd_and_teacher_sections(tmp_path):
 kd:
   alpha: 0.7
   alpha_constant: false
+  alpha_end: 0.0
   confidence_gamma: 1.5
   label_smoothing: 0.05
   margin_weight_start: 0.1
@@ -55,6 +56,8 @@ teacher:
     assert (cfg.alpha, cfg.alpha_end, cfg.confidence_gamma, cfg.label_smoothing) == (0.7, 0.0, 1.5, 0.05)
     assert (cfg.margin_weight, cfg.margin_weight_end, cfg.margin_decay_end_epoch) == (0.1, 0.0, 5)
     assert (cfg.teacher, cfg.temperature) == ("t.pt", 3.0)
+    assert (cfg.teacher_arch, cfg.teacher_pretrained, cfg.teacher_input_size) == \
+        ("mobilenet_v3_large", True, 224)
     with pytest.raises(UserError, match="kd.bogus"):
         _cfg(C.DistillConfig, [], tmp_path, "kd:\n  bogus: 1\n")
 
@@ -69,3 +72,118 @@ def test_resolved_config_round_trips(tmp_path):
     C.save_yaml(cfg, tmp_path / "c.yaml")
     again = C.resolve(C.DistillConfig, C.load_yaml(tmp_path / "c.yaml"))
     assert again == cfg
+
+
+def test_alpha_constant_must_agree_with_alpha_end(tmp_path):
+    with pytest.raises(UserError, match="alpha_constant: false needs kd.alpha_end"):
+        _cfg(C.DistillConfig, [], tmp_path, "kd:\n  alpha: 0.5\n  alpha_constant: false\n")
+    with pytest.raises(UserError, match="contradicts kd.alpha_end"):
+        _cfg(C.DistillConfig, [], tmp_path, "kd:\n  alpha_constant: true\n  alpha_end: 0.1\n")
+    cfg = _cfg(C.DistillConfig, [], tmp_path, "kd:\n  alpha_start: 0.6\n  alpha_end: 0.2\n")
+    assert (cfg.alpha, cfg.alpha_end) == (0.6, 0.2)
+    cfg = _cfg(C.DistillConfig, [], tmp_path, "kd:\n  alpha: 0.6\n  alpha_constant: true\n")
+    assert (cfg.alpha, cfg.alpha_end) == (0.6, None)
+
+
+def test_margin_weight_and_its_start_have_one_meaning(tmp_path):
+    # The seed's run 16 wrote both: a different margin_weight beside the start is an error.
+    with pytest.raises(UserError, match="both set the starting margin weight"):
+        _cfg(C.DistillConfig, [], tmp_path, "kd:\n  margin_weight_start: 0.04\n  margin_weight: 0.0\n"
+             "  margin_weight_end: 0.0\n  margin_weight_decay_end_epoch: 20\n")
+    cfg = _cfg(C.DistillConfig, [], tmp_path, "kd:\n  margin_weight_start: 0.04\n  margin_weight: 0.04\n")
+    assert cfg.margin_weight == 0.04
+
+
+def test_null_confidence_gamma_means_off(tmp_path):
+    assert _cfg(C.DistillConfig, [], tmp_path, "kd:\n  confidence_gamma: null\n").confidence_gamma == 0.0
+
+
+def test_keys_in_the_wrong_section_say_where_they_belong(tmp_path):
+    with pytest.raises(UserError, match="belongs in the teacher: section"):
+        _cfg(C.DistillConfig, [], tmp_path, "kd:\n  temperature: 3\n")
+    with pytest.raises(UserError, match="belongs in the kd: section"):
+        _cfg(C.DistillConfig, [], tmp_path, "alpha_constant: true\n")
+    with pytest.raises(UserError, match="did you mean 'confidence_gamma'"):
+        _cfg(C.DistillConfig, [], tmp_path, "kd:\n  confidence_gama: 2\n")
+    with pytest.raises(UserError, match="did you mean 'epochs'"):
+        _cfg(C.DistillConfig, [], tmp_path, "epoch: 3\n")
+
+
+@pytest.mark.parametrize("yaml_text, match", [
+    ("label_smoothing: 2\n", "--label-smoothing must be < 1"),
+    ("margin_weight: -1\n", "--margin-weight must be >= 0"),
+    ("patience: -1\n", "--patience must be >= 0"),
+    ("confidence_gamma: -0.5\n", "--confidence-gamma must be >= 0"),
+    ("bn_settle: -5\n", "--bn-settle must be >= 0"),
+    ("margin_decay_end_epoch: -2\n", "--margin-decay-end-epoch must be >= 0"),
+    ("alpha: 1.5\n", "--alpha must be <= 1"),
+    ("temperature: 0\n", "--temperature must be > 0"),
+    ("epochs: 0\n", "--epochs must be >= 1"),
+    ("lr: .nan\n", "finite"),
+    ("optimizer: adam\n", "--optimizer must be one of"),
+    ("renderer: decode\n", "did you mean 'decoded'"),
+])
+def test_ranges_are_checked_before_any_work(tmp_path, yaml_text, match):
+    with pytest.raises(UserError, match=match):
+        _cfg(C.DistillConfig, [], tmp_path, yaml_text)
+
+
+def test_windows_paths_resolve(tmp_path):
+    cfg = _cfg(C.DistillConfig, [], tmp_path,
+               "teacher:\n  checkpt: runs\\2025-10-26_17-53-08_teacher_mbv3l_vww96\\model.pt\n"
+               "shards: D:\\vww\\shards\n")
+    assert cfg.teacher == "runs/2025-10-26_17-53-08_teacher_mbv3l_vww96/model.pt"
+    assert cfg.shards == "D:/vww/shards"
+
+
+def test_yaml_number_without_a_dot(tmp_path):
+    assert _cfg(C.DistillConfig, [], tmp_path, "lr: 1e-3\n").lr == 1e-3
+    assert _cfg(C.DistillConfig, ["--lr", "2e-3"]).lr == 2e-3
+
+
+def test_lists_make_a_sweep(tmp_path):
+    sweep = _cfg(C.DistillConfig, ["--alpha", "0.5,0.55,0.6", "--confidence-gamma", "2,2.5"])
+    assert isinstance(sweep, C.Sweep) and len(sweep.configs) == 6 and sweep.mode == "grid"
+    assert {(c.alpha, c.confidence_gamma) for c in sweep.configs} == \
+        {(a, g) for a in (0.5, 0.55, 0.6) for g in (2.0, 2.5)}
+    zipped = _cfg(C.DistillConfig, ["--sweep-mode", "zip"], tmp_path,
+                  "kd:\n  alpha: [0.5, 0.6]\n  margin_weight: [0.02, 0.03]\n")
+    assert [(c.alpha, c.margin_weight) for c in zipped.configs] == [(0.5, 0.02), (0.6, 0.03)]
+    with pytest.raises(UserError, match="lists of one length"):
+        _cfg(C.DistillConfig, ["--sweep-mode", "zip", "--alpha", "0.5,0.6", "--lr", "1,2,3"])
+    single = _cfg(C.DistillConfig, ["--alpha", "0.5"])
+    assert isinstance(single, C.DistillConfig) and single.alpha == 0.5
+
+
+@pytest.mark.parametrize("argv", [["--batch-size", "64,128"], ["--epochs", "3,4"],
+                                  ["--input-size", "96,128"], ["--seed", "0,1"]])
+def test_shared_settings_refuse_lists(argv):
+    with pytest.raises(UserError, match="shared by every student"):
+        _cfg(C.DistillConfig, argv)
+
+
+def test_view_settings_from_flags_and_yaml(tmp_path):
+    cfg = _cfg(C.DistillConfig, ["--view", "erase=0.25", "--view", "scale=0.08,1.0"])
+    assert cfg.view == {"erase": 0.25, "scale": [0.08, 1.0]}
+    cfg = _cfg(C.DistillConfig, [], tmp_path, "views:\n  erase: 0.25\n  hue: 0.0\n")
+    assert cfg.view == {"erase": 0.25, "hue": 0.0}
+    # cache-teacher: `views: 10` is the number of views, a mapping the view settings
+    cfg = _cfg(C.CacheTeacherConfig, [], tmp_path, "views: 4\n", command="cache-teacher")
+    assert cfg.views == 4 and cfg.view == {}
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        _cfg(C.DistillConfig, ["--view", "erase"])
+
+
+def test_sectioned_round_trips():
+    cfg = C.resolve(C.DistillConfig, {"alpha": 0.3, "teacher": "t.pt", "view": {"erase": 0.25}})
+    shaped = C.sectioned(cfg)
+    assert list(shaped)[:3] == ["kd", "teacher", "views"] and shaped["kd"]["alpha"] == 0.3
+    assert C.resolve(C.DistillConfig, shaped) == cfg
+
+
+def test_print_config(capsys):
+    from vwwfast.cli import main
+    assert main(["distill", "--shards", "s", "--alpha", "0.3", "--print-config"]) == 0
+    import yaml
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["kd"]["alpha"] == 0.3 and printed["shards"] == "s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 
@@ -41,6 +42,16 @@ def _cache_teacher(cfg):
     cache_teacher(cfg)
 
 
+def _export(cfg):
+    from vwwfast.export import export_command
+    export_command(cfg)
+
+
+def _views(cfg):
+    from vwwfast.sheets import views_command
+    views_command(cfg)
+
+
 def _runs(cfg):
     from vwwfast.runs import runs_command
     runs_command(cfg)
@@ -65,7 +76,10 @@ COMMANDS = {
     "distill": (C.DistillConfig, _distill,
                 "train the student from cached (or online) teacher logits; --alpha 0 = supervised"),
     "eval": (C.EvalConfig, _eval, "evaluate a checkpoint: accuracy, recall, confusion matrix"),
-    "runs": (C.RunsConfig, _runs, "list runs side by side, or --diff two of them"),
+    "export": (C.ExportConfig, _export,
+               "a run's student as ONNX / int8 ONNX / int8 TFLite, with each file's val accuracy"),
+    "views": (C.ViewsConfig, _views, "a contact sheet of training views under a view spec"),
+    "runs": (C.RunsConfig, _runs, "list runs side by side, --diff two of them, --plot several"),
 }
 BENCH = {
     "loader": (C.BenchLoaderConfig, _bench_loader, "images/s of each renderer vs the student's step"),
@@ -73,30 +87,60 @@ BENCH = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line (what is wrong, where to look), not the whole usage text."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, extras: list[str]) -> None:
+    """argparse's error for unknown arguments, with a "did you mean" for a mistyped flag."""
+    message = "unrecognized arguments: " + " ".join(extras)
+    flags = [o for a in parser._actions for o in a.option_strings]
+    for word in extras:
+        close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
+        if word.startswith("--") and close:
+            message += f" (did you mean {close[0]}?)"
+            break
+    parser.error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vwwfast", description=(
+    parser = _Parser(prog="vwwfast", description=(
         "Fast knowledge distillation for Visual Wake Words: "
         "synth -> shard -> train-teacher -> cache-teacher -> distill -> runs"))
     parser.add_argument("--version", action="version", version=f"vwwfast {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = {}  # command name -> its parser, for error messages
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     for name, (cls, _, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         C.add_flags(p, cls)
+        parser.commands[name] = p
     bench = sub.add_parser("bench", help="measure speed (loader, kd)")
-    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True,
+                                     parser_class=_Parser)
     for name, (cls, _, help_) in BENCH.items():
         p = bench_sub.add_parser(name, help=help_, description=help_)
         C.add_flags(p, cls)
+        parser.commands[f"bench {name}"] = p
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    ns, extras = parser.parse_known_args(argv)
+    if extras:
+        name = f"bench {ns.bench_command}" if ns.command == "bench" else ns.command
+        _unknown_flags(parser.commands[name], extras)
     table = BENCH if ns.command == "bench" else COMMANDS
     cls, handler, _ = table[ns.bench_command if ns.command == "bench" else ns.command]
     try:
         cfg = C.from_args(cls, ns)
+        if ns._print_config:
+            print(C.dump_yaml(cfg), end="")
+            return 0
         launched = os.environ.get("WORLD_SIZE", "1") != "1"  # started by torchrun
         if launched:
             from vwwfast import distributed

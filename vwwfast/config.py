@@ -1,14 +1,18 @@
 """Configuration: one dataclass per command; defaults < YAML file < command-line flags.
 
-Each field's metadata carries its help text, so the dataclass is the single place that
-defines a setting, its type, its default and its flag (`--kebab-case`). Unknown keys and
-values of the wrong type are refused with one clear line.
+Each field's metadata carries its help text and its valid values (a range or choices), so
+the dataclass is the single place that defines a setting, its type, its default, its flag
+(`--kebab-case`) and its check. Unknown keys (with a "did you mean"), values of the wrong
+type and values out of range are refused with one clear line, before any work starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import itertools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,8 +25,18 @@ from vwwfast.errors import UserError
 
 
 def opt(default, help: str, **extra):
-    """A config field with its help text (units, and what a special value means)."""
+    """A config field with its help text (units, and what a special value means).
+
+    extra: lo / hi (inclusive bounds), gt / lt (exclusive bounds), choices, path=True
+    (backslashes accepted as separators), sweep=True (distill may take a list),
+    positional=True, nargs / metavar / action for the flag."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **extra})
     return field(default=default, metadata={"help": help, **extra})
+
+
+RENDERER_CHOICES = ("auto", "decoded", "dali", "reference")
+DEVICE_HELP = "'auto' (CUDA if present), 'cuda' or 'cpu'"
 
 
 # ---------------------------------------------------------------------------------------
@@ -30,171 +44,261 @@ def opt(default, help: str, **extra):
 
 @dataclass
 class SynthConfig:
-    out: str = opt("", "folder to write the COCO-2014-layout data set into (required)")
-    train: int = opt(1000, "number of training images (train2014/)")
-    val: int = opt(300, "number of validation images (val2014/)")
+    out: str = opt("", "folder to write the COCO-2014-layout data set into (required)", path=True)
+    train: int = opt(1000, "number of training images (train2014/)", lo=1)
+    val: int = opt(300, "number of validation images (val2014/)", lo=1)
     seed: int = opt(0, "random seed; the same seed gives the same files")
     overwrite: bool = opt(False, "replace an existing output folder")
 
 
 @dataclass
 class ShardConfig:
-    coco_root: Optional[str] = opt(None, "COCO 2014 root with train2014/, val2014/, annotations/")
-    split: str = opt("minival", "COCO split rule: 'minival' (VWW paper) or 'coco' (train2014/val2014)")
-    image_folder: Optional[str] = opt(None, "folder with person/ and non_person/ subfolders")
-    val_fraction: float = opt(0.1, "share of --image-folder held out for val (seeded); ignored with --val-folder")
-    val_folder: Optional[str] = opt(None, "a separate person/ + non_person/ folder used as val")
-    out: Optional[str] = opt(None, "output folder (default shards/<name of the input folder>)")
-    size: int = opt(224, "short side of stored images at most this many pixels; never upscaled")
-    samples_per_shard: int = opt(1000, "samples per tar shard (the last one may be short)")
-    quality: int = opt(90, "JPEG quality of stored images (1-100)")
-    workers: int = opt(1, "processes that decode and re-encode images (output does not depend on it)")
-    limit: Optional[int] = opt(None, "only the first N images of each split (quick tries)")
+    coco_root: Optional[str] = opt(None, "COCO 2014 root with train2014/, val2014/, annotations/", path=True)
+    split: str = opt("minival", "COCO split rule: 'minival' (VWW paper) or 'coco' (train2014/val2014)",
+                     choices=("minival", "coco"))
+    image_folder: Optional[str] = opt(None, "folder with person/ and non_person/ subfolders", path=True)
+    val_fraction: float = opt(0.1, "share of --image-folder held out for val (seeded); not used with --val-folder",
+                              gt=0, lt=1)
+    val_folder: Optional[str] = opt(None, "a separate person/ + non_person/ folder used as val", path=True)
+    out: Optional[str] = opt(None, "output folder (default shards/<name of the input folder>)", path=True)
+    size: int = opt(224, "short side of stored images at most this many pixels; never upscaled", lo=8)
+    samples_per_shard: int = opt(1000, "samples per tar shard (the last one may be short)", lo=1)
+    quality: int = opt(90, "JPEG quality of stored images (1-100)", lo=1, hi=100)
+    workers: int = opt(1, "processes that decode and re-encode images (output does not depend on it)", lo=1)
+    limit: Optional[int] = opt(None, "only the first N images of each split (quick tries)", lo=1)
     seed: int = opt(0, "seed of the --val-fraction split")
     overwrite: bool = opt(False, "replace an existing output folder")
+    verify: Optional[str] = opt(None, "check an existing shard folder instead: every tar's size and "
+                                      "sha256 against its manifest", path=True)
 
 
 @dataclass
 class TrainConfig:
-    shards: str = opt("", "shard folder written by `vwwfast shard` (required)")
+    shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
     arch: str = opt("mobilenet_v3_large", "torchvision classifier name")
-    input_size: int = opt(224, "model input size in pixels (square)")
-    epochs: int = opt(30, "training epochs")
-    batch_size: int = opt(128, "training batch size (images per step)")
-    optimizer: str = opt("adamw", "'adamw' or 'sgd'")
-    lr: float = opt(2e-3, "OneCycle peak learning rate (max_lr)")
-    weight_decay: float = opt(0.01, "weight decay")
-    momentum: float = opt(0.9, "SGD momentum (ignored by AdamW)")
-    pct_start: float = opt(0.25, "OneCycle: share of steps spent warming up to the peak")
-    div_factor: float = opt(25.0, "OneCycle: initial lr = lr / div_factor")
-    final_div_factor: float = opt(1e4, "OneCycle: final lr = initial lr / final_div_factor")
-    patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = never")
-    bn_momentum: float = opt(0.1, "BatchNorm momentum (torchvision's MobileNetV3 uses 0.01, too slow for short runs)")
+    input_size: int = opt(224, "model input size in pixels (square)", lo=8)
+    epochs: int = opt(30, "training epochs", lo=1)
+    batch_size: int = opt(128, "training batch size (images per step); every step sees a full batch", lo=1)
+    optimizer: str = opt("adamw", "'adamw' or 'sgd'", choices=("adamw", "sgd"), sweep=True)
+    lr: float = opt(2e-3, "OneCycle peak learning rate (max_lr) at --lr-base-batch", gt=0, sweep=True)
+    lr_scaling: str = opt("off", "scale --lr with the batch size: 'off', 'linear' or 'sqrt' "
+                                 "(lr x (batch / lr-base-batch) or its square root)",
+                          choices=("off", "linear", "sqrt"))
+    lr_base_batch: int = opt(128, "the batch size --lr is given for, with --lr-scaling", lo=1)
+    weight_decay: float = opt(0.01, "weight decay", lo=0, sweep=True)
+    momentum: float = opt(0.9, "SGD momentum (only with --optimizer sgd)", lo=0, lt=1, sweep=True)
+    pct_start: float = opt(0.25, "OneCycle: share of steps spent warming up to the peak", gt=0, lt=1, sweep=True)
+    div_factor: float = opt(25.0, "OneCycle: initial lr = lr / div_factor", gt=0, sweep=True)
+    final_div_factor: float = opt(1e4, "OneCycle: final lr = initial lr / final_div_factor", gt=0, sweep=True)
+    patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = never", lo=0, sweep=True)
+    bn_momentum: float = opt(0.1, "BatchNorm momentum (torchvision's MobileNetV3 uses 0.01, too slow "
+                                  "for short runs)", gt=0, hi=1, sweep=True)
     bn_settle: int = opt(2048, "training images run through the model to recompute BatchNorm "
-                               "statistics before each evaluation; 0 = off")
-    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy term")
-    view_spec: str = opt("default", "training augmentation: 'default' or 'plain' (none)")
+                               "statistics before each evaluation; 0 = off", lo=0, sweep=True)
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True)
+    view_spec: str = opt("default", "training augmentation base: 'default' or 'plain' (none)")
+    view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable), e.g. --view erase=0.25 "
+                         "--view scale=0.08,1.0; YAML: a `views:` section", action="append",
+                     metavar="KEY=VALUE")
     val_center_crop: bool = opt(False, "validate on a centre crop instead of the whole image")
-    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'")
-    decoded_size: int = opt(160, "side of the decoded cache in pixels")
-    decoded_budget_gb: float = opt(0.0, "memory the decoded cache may take, GiB; 0 = 40% of free device memory")
-    pretrained: bool = opt(False, "start from torchvision's ImageNet weights (needs them downloaded)")
-    init: Optional[str] = opt(None, "start from this local checkpoint (.pt)")
-    compile: bool = opt(False, "torch.compile the model")
-    device: str = opt("auto", "'auto' (CUDA if present), 'cuda' or 'cpu'")
-    seed: int = opt(0, "seed of weights, epoch order and views")
-    runs_dir: str = opt("runs", "folder that holds run folders")
+    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    decoded_budget_gb: float = opt(0.0, "memory the decoded cache may take, GiB; 0 = 40% of free "
+                                        "device memory", lo=0)
+    pretrained: bool = opt(False, "start from torchvision's ImageNet weights (needs them downloaded)", sweep=True)
+    init: Optional[str] = opt(None, "start from this local checkpoint: a vwwfast .pt or a torchvision "
+                                    "state_dict file", path=True, sweep=True)
+    compile: str = opt("auto", "compile the training step: 'auto' (on with CUDA), 'on' or 'off'",
+                       choices=("auto", "on", "off"))
+    device: str = opt("auto", DEVICE_HELP)
+    seed: int = opt(0, "seed of epoch order and views (and of the weights unless --init-seed)")
+    init_seed: Optional[int] = opt(None, "seed of the weights and dropout; unset = --seed", sweep=True)
+    runs_dir: str = opt("runs", "folder that holds run folders", path=True)
     tag: Optional[str] = opt(None, "suffix of the run folder name")
     note: str = opt("", "the goal of this run, written to its card")
-    resume: Optional[str] = opt(None, "run folder to continue from its last checkpoint")
+    resume: Optional[str] = opt(None, "run folder or short id to continue from its last checkpoint", path=True)
 
 
 @dataclass
 class DistillConfig(TrainConfig):
     arch: str = opt("mobilenet_v3_small", "torchvision classifier name")
-    input_size: int = opt(96, "model input size in pixels (square)")
-    label_smoothing: float = opt(0.01, "label smoothing of the cross-entropy term")
-    alpha: float = opt(0.55, "weight of the teacher term; 0 = supervised (no teacher)")
-    alpha_end: Optional[float] = opt(None, "alpha at the last epoch (linear schedule); unset = constant")
-    temperature: float = opt(2.0, "KD temperature T")
-    confidence_gamma: float = opt(2.0, "weight samples by teacher confidence ** gamma; 0 = off")
-    margin_weight: float = opt(0.03, "weight of the centred-logit margin term; 0 = off")
-    margin_weight_end: Optional[float] = opt(None, "margin weight reached at --margin-decay-end-epoch; unset = constant")
-    margin_decay_end_epoch: Optional[int] = opt(None, "epoch at which the margin weight reaches its end value")
-    teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)")
-    cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`")
-    teacher: Optional[str] = opt(None, "teacher checkpoint, for --teacher-mode online")
+    input_size: int = opt(96, "model input size in pixels (square)", lo=8)
+    label_smoothing: float = opt(0.01, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True)
+    alpha: float = opt(0.55, "weight of the teacher term (at the first epoch with --alpha-end); "
+                             "0 = supervised (no teacher logits)", lo=0, hi=1, sweep=True)
+    alpha_end: Optional[float] = opt(None, "alpha at the last epoch (linear schedule); unset = constant",
+                                     lo=0, hi=1, sweep=True)
+    temperature: float = opt(2.0, "KD temperature T", gt=0, sweep=True)
+    confidence_gamma: float = opt(2.0, "weight samples by teacher confidence ** gamma; 0 = off", lo=0, sweep=True)
+    margin_weight: float = opt(0.03, "weight of the centred-logit margin term (at the first epoch with "
+                                     "a schedule); 0 = off", lo=0, sweep=True)
+    margin_weight_end: Optional[float] = opt(None, "margin weight reached at --margin-decay-end-epoch; "
+                                                   "unset = constant", lo=0, sweep=True)
+    margin_decay_end_epoch: Optional[int] = opt(None, "epoch (from 1) at which the margin weight reaches "
+                                                      "its end value", lo=0, sweep=True)
+    teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)",
+                            choices=("cached", "online"))
+    cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`", path=True)
+    teacher: Optional[str] = opt(None, "teacher checkpoint: for --teacher-mode online; with --cache it "
+                                       "must be the store's teacher", path=True)
+    teacher_arch: Optional[str] = opt(None, "the teacher's arch, checked against its checkpoint")
+    teacher_input_size: Optional[int] = opt(None, "the teacher's input size, checked against the "
+                                                  "checkpoint or store", lo=8)
+    teacher_pretrained: Optional[bool] = opt(None, "whether the teacher started from ImageNet weights, "
+                                                   "checked against its checkpoint")
+    self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher")
+    sweep_mode: str = opt("grid", "settings given as lists: 'grid' (every combination) or 'zip' "
+                                  "(element by element)", choices=("grid", "zip"))
 
 
 @dataclass
 class CacheTeacherConfig:
-    shards: str = opt("", "shard folder written by `vwwfast shard` (required)")
-    teacher: str = opt("", "teacher checkpoint (.pt) (required)")
-    views: int = opt(10, "number of augmented views E per training sample")
-    input_size: Optional[int] = opt(None, "teacher input size in pixels; unset = the checkpoint's")
+    shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
+    teacher: str = opt("", "teacher checkpoint (.pt) (required; with --verify: the store's own by default)",
+                       path=True)
+    views: int = opt(10, "number of augmented views E per training sample", lo=1)
+    input_size: Optional[int] = opt(None, "teacher input size in pixels; unset = the checkpoint's", lo=8)
     view_spec: str = opt("default", "'default' (augmented views) or 'plain' (one un-augmented view)")
+    view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable); YAML: a `views:` "
+                         "mapping", action="append", metavar="KEY=VALUE")
     seed: int = opt(0, "seed of the view parameters")
-    out: Optional[str] = opt(None, "store path (default <shards>/teacher-<tag>.zarr)")
-    batch_size: int = opt(256, "teacher inference batch size")
-    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'")
-    decoded_size: int = opt(160, "side of the decoded cache in pixels")
-    decoded_budget_gb: float = opt(0.0, "memory the decoded cache may take, GiB; 0 = 40% of free device memory")
-    device: str = opt("auto", "'auto' (CUDA if present), 'cuda' or 'cpu'")
+    out: Optional[str] = opt(None, "store path (default <shards>/teacher-<tag>.zarr)", path=True)
+    batch_size: int = opt(256, "teacher inference batch size", lo=1)
+    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    decoded_budget_gb: float = opt(0.0, "memory the decoded cache may take, GiB; 0 = 40% of free "
+                                        "device memory", lo=0)
+    self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher")
+    verify: Optional[str] = opt(None, "check this store instead: recompute --samples stored views with "
+                                      "the teacher and compare", path=True)
+    samples: int = opt(64, "with --verify: random stored views recomputed", lo=1)
+    device: str = opt("auto", DEVICE_HELP)
 
 
 @dataclass
 class EvalConfig:
-    checkpoint: str = opt("", "checkpoint (.pt) to evaluate", positional=True)
-    shards: str = opt("", "shard folder written by `vwwfast shard` (required)")
-    split: str = opt("val", "split to evaluate: 'val' or 'train'")
-    json: Optional[str] = opt(None, "also write the result to this JSON file")
-    batch_size: int = opt(256, "evaluation batch size")
+    checkpoint: str = opt("", "a run folder or short id, a checkpoint (.pt), or an exported .onnx / "
+                              ".tflite file", positional=True, path=True)
+    shards: str = opt("", "shard folder written by `vwwfast shard` (default: the run's)", path=True)
+    split: str = opt("val", "split to evaluate: 'val' or 'train'", choices=("val", "train"))
+    input_size: Optional[int] = opt(None, "evaluate at this size instead of the model's own", lo=8)
+    json: Optional[str] = opt(None, "also write the result to this JSON file", path=True)
+    predictions: Optional[str] = opt(None, "write one CSV line per sample to this file", path=True)
+    errors: Optional[str] = opt(None, "write a contact sheet of the most confident mistakes to this PNG",
+                                path=True)
+    batch_size: int = opt(256, "evaluation batch size", lo=1)
     center_crop: bool = opt(False, "evaluate on a centre crop instead of the whole image")
-    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'")
-    device: str = opt("auto", "'auto' (CUDA if present), 'cuda' or 'cpu'")
+    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    runs_dir: str = opt("runs", "folder that holds run folders (for short ids)", path=True)
+    device: str = opt("auto", DEVICE_HELP)
+
+
+@dataclass
+class ExportConfig:
+    run: str = opt("", "a run folder or short id, or a checkpoint (.pt)", positional=True, path=True)
+    format: str = opt("onnx", "comma-separated: 'onnx', 'tflite' (needs vwwfast[tflite])")
+    int8: bool = opt(True, "also write int8 files, calibrated on the run's training views")
+    calib: int = opt(512, "training views used to calibrate int8", lo=1)
+    qat_epochs: int = opt(0, "quantization-aware fine-tuning epochs before int8; 0 = off", lo=0)
+    shards: str = opt("", "shard folder (default: the run's)", path=True)
+    out: Optional[str] = opt(None, "output folder (default RUN/export)", path=True)
+    batch_size: int = opt(256, "evaluation batch size", lo=1)
+    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    runs_dir: str = opt("runs", "folder that holds run folders (for short ids)", path=True)
+    device: str = opt("auto", DEVICE_HELP)
+
+
+@dataclass
+class ViewsConfig:
+    shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
+    view_spec: str = opt("default", "training augmentation base: 'default' or 'plain'")
+    view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable); YAML: a `views:` "
+                         "section", action="append", metavar="KEY=VALUE")
+    cache: Optional[str] = opt(None, "show the views stored in this teacher cache instead", path=True)
+    seed: int = opt(0, "seed of the view parameters")
+    samples: int = opt(6, "samples shown (rows)", lo=1)
+    views: int = opt(6, "views per sample (columns)", lo=1)
+    size: int = opt(96, "rendered size in pixels", lo=8)
+    out: str = opt("views.png", "contact sheet to write (PNG)", path=True)
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    renderer: str = opt("reference", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
+    device: str = opt("cpu", DEVICE_HELP)
 
 
 @dataclass
 class RunsConfig:
-    runs_dir: str = opt("runs", "folder that holds run folders")
-    kind: Optional[str] = opt(None, "only runs of this kind: 'teacher' or 'student'")
-    sort: str = opt("time", "order: 'time' or 'val_acc'")
-    diff: Optional[list] = opt(None, "two run folders (or ids) to compare", nargs=2, metavar="RUN")
+    runs_dir: str = opt("runs", "folder that holds run folders", path=True)
+    kind: Optional[str] = opt(None, "only runs of this kind: 'teacher' or 'student'",
+                              choices=("teacher", "student"))
+    sort: str = opt("time", "order: 'time' or 'val_acc'", choices=("time", "val_acc"))
+    sweep: Optional[str] = opt(None, "only the members of this sweep (id or folder), best first")
+    wide: bool = opt(False, "every column, nothing shortened")
+    csv: bool = opt(False, "print CSV (every column) instead of a table")
+    json: bool = opt(False, "print JSON (every field) instead of a table")
+    diff: Optional[list] = opt(None, "two runs (folders or short ids) to compare", nargs=2, metavar="RUN")
+    plot: Optional[list] = opt(None, "runs to draw on one figure (val accuracy and recalls per epoch)",
+                               nargs="+", metavar="RUN")
+    out: Optional[str] = opt(None, "with --plot: the PNG to write (default RUNS_DIR/compare.png)", path=True)
 
 
 @dataclass
 class BenchLoaderConfig:
-    shards: str = opt("", "shard folder written by `vwwfast shard` (required)")
-    renderer: str = opt("all", "renderer to time, or 'all'")
-    size: int = opt(96, "output size in pixels")
-    batch_size: int = opt(256, "images per batch")
-    batches: int = opt(20, "timed batches per renderer (after warm-up)")
-    decoded_size: int = opt(160, "side of the decoded cache in pixels")
-    json: Optional[str] = opt(None, "also write the figures to this JSON file")
-    device: str = opt("auto", "'auto' (CUDA if present), 'cuda' or 'cpu'")
+    shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
+    renderer: str = opt("all", "renderer to time, or 'all'", choices=("all",) + RENDERER_CHOICES[1:])
+    size: int = opt(96, "output size in pixels", lo=8)
+    batch_size: int = opt(256, "images per batch", lo=1)
+    batches: int = opt(20, "timed batches per renderer (after warm-up)", lo=1)
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    json: Optional[str] = opt(None, "also write the figures to this JSON file", path=True)
+    device: str = opt("auto", DEVICE_HELP)
 
 
 @dataclass
 class BenchKDConfig:
-    shards: str = opt("", "shard folder written by `vwwfast shard` (required)")
-    teacher: str = opt("", "teacher checkpoint (.pt) (required)")
-    cache: str = opt("", "teacher cache (.zarr) (required)")
-    renderer: str = opt("auto", "renderer of the vwwfast paths")
-    batch_size: int = opt(128, "images per batch")
-    batches: int = opt(10, "timed batches per path (after warm-up)")
-    workers: int = opt(2, "DataLoader workers of the conventional pipeline")
-    decoded_size: int = opt(160, "side of the decoded cache in pixels")
-    json: Optional[str] = opt(None, "also write the figures to this JSON file")
-    device: str = opt("auto", "'auto' (CUDA if present), 'cuda' or 'cpu'")
+    shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
+    teacher: str = opt("", "teacher checkpoint (.pt) (required)", path=True)
+    cache: str = opt("", "teacher cache (.zarr) (required)", path=True)
+    renderer: str = opt("auto", "renderer of the vwwfast paths", choices=RENDERER_CHOICES)
+    batch_size: int = opt(128, "images per batch", lo=1)
+    batches: int = opt(10, "timed batches per path (after warm-up)", lo=1)
+    workers: int = opt(2, "DataLoader workers of the conventional pipeline", lo=0)
+    students: int = opt(1, "also time a sweep of this many students on the cached path", lo=1)
+    compile: str = opt("off", "also time the compiled step: 'auto' (with CUDA), 'on' or 'off'",
+                       choices=("auto", "on", "off"))
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    json: Optional[str] = opt(None, "also write the figures to this JSON file", path=True)
+    device: str = opt("auto", DEVICE_HELP)
 
 
 # ---------------------------------------------------------------------------------------
-# Loading
+# The `kd:` / `teacher:` / `views:` sections that people already write
 
-# The `kd:` / `teacher:` shape that people already write for distillation runs.
-DISTILL_SECTIONS = {
-    "kd": {
-        "alpha": "alpha",
-        "confidence_gamma": "confidence_gamma",
-        "label_smoothing": "label_smoothing",
-        "margin_weight": "margin_weight",
-        "margin_weight_start": "margin_weight",
-        "margin_weight_end": "margin_weight_end",
-        "margin_weight_decay_end_epoch": "margin_decay_end_epoch",
-    },
-    "teacher": {
-        "checkpt": "teacher",
-        "teacher_input_size": None,  # recorded in the checkpoint and the cache; checked there
-        "temperature": "temperature",
-        "arch": None,
-        "pretrained": None,
-    },
+KD_SECTION = {
+    "alpha": "alpha", "alpha_start": "alpha", "alpha_end": "alpha_end",
+    "confidence_gamma": "confidence_gamma", "label_smoothing": "label_smoothing",
+    "margin_weight": "margin_weight", "margin_weight_start": "margin_weight",
+    "margin_weight_end": "margin_weight_end",
+    "margin_weight_decay_end_epoch": "margin_decay_end_epoch",
 }
+TEACHER_SECTION = {
+    "checkpt": "teacher", "checkpoint": "teacher", "arch": "teacher_arch",
+    "teacher_input_size": "teacher_input_size", "input_size": "teacher_input_size",
+    "pretrained": "teacher_pretrained", "temperature": "temperature",
+}
+# Fields of a section, or the word that maps onto one, given where they do not belong.
+_WHERE = {**{k: "kd" for k in KD_SECTION}, "alpha_constant": "kd", "temperature": "teacher",
+          "checkpt": "teacher", "teacher_input_size": "teacher"}
 
 
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _base_type(tp):
@@ -205,9 +309,54 @@ def _base_type(tp):
     return tp
 
 
+def _optional(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _did_you_mean(key: str, names) -> str:
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _parse_scalar_text(text: str):
+    """A value typed as text (a flag, a KEY=VALUE): a number (1e-3 too), else YAML's reading
+    of it (true, null, a word)."""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _view_settings(value, where: str) -> dict:
+    """`views:` mapping or ['erase=0.25', 'scale=0.08,1.0'] -> {field: value}."""
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple)):
+        out = {}
+        for item in value:
+            if isinstance(item, dict):
+                out.update(item)
+                continue
+            key, sep, text = str(item).partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"{where}: --view takes KEY=VALUE (e.g. erase=0.25), got '{item}'")
+            parts = [_parse_scalar_text(t) for t in text.split(",")] if "," in text else \
+                _parse_scalar_text(text)
+            out[key.strip()] = parts
+        return out
+    raise UserError(f"{where}: 'views' should be a mapping of view settings, got {value!r}")
+
+
 def _coerce(name: str, value, tp, where: str):
     if value is None:
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if _optional(tp):
             return None
         raise UserError(f"{where}: '{name}' may not be empty")
     base = _base_type(tp)
@@ -215,44 +364,112 @@ def _coerce(name: str, value, tp, where: str):
         if isinstance(value, bool):
             return value
     elif base is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as text
+            value = _parse_scalar_text(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif base is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
     elif base is str:
+        if name == "compile" and isinstance(value, bool):  # `compile: true` from older configs
+            return "on" if value else "off"
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
     elif base is list:
         if isinstance(value, (list, tuple)):
             return list(value)
+    elif base is dict:
+        return _view_settings(value, where)
     raise UserError(f"{where}: '{name}' should be {getattr(base, '__name__', base)}, got {value!r}")
 
 
+def _check_value(name: str, value, f: dataclasses.Field, where: str) -> None:
+    """The field's range / choices (metadata lo, hi, gt, lt, choices)."""
+    if value is None or isinstance(value, (bool, dict, list)):
+        return
+    meta = f.metadata
+    flag = "--" + name.replace("_", "-")
+    if "choices" in meta and value not in meta["choices"]:
+        raise UserError(f"{where}: {flag} must be one of {', '.join(map(repr, meta['choices']))}, "
+                        f"got {value!r}{_did_you_mean(str(value), meta['choices'])}")
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{where}: {flag} must be a finite number, got {value}")
+        bounds = [("lo", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
+                  ("hi", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
+        for key, sign, ok in bounds:
+            if key in meta and not ok(value, meta[key]):
+                raise UserError(f"{where}: {flag} must be {sign} {meta[key]}, got {value}")
+
+
+def normalize_path(value: str) -> str:
+    """Windows separators (runs\\a\\model.pt, as written on a PC) work on Linux and WSL2 too."""
+    return value.replace("\\", "/") if isinstance(value, str) else value
+
+
 def _flatten_sections(cls, data: dict, where: str) -> dict:
-    """Map the `kd:` / `teacher:` sections onto DistillConfig fields. A plain string under
-    `teacher` is the field itself (the checkpoint path), not a section."""
-    if cls is not DistillConfig:
-        return data
-    sections = {k for k in DISTILL_SECTIONS if isinstance(data.get(k), dict)}
-    flat = {k: v for k, v in data.items() if k not in sections}
-    for section in sections:
-        mapping = DISTILL_SECTIONS[section]
-        for key, value in data[section].items():
-            if section == "kd" and key == "alpha_constant":
-                continue
-            if key not in mapping:
-                raise UserError(f"{where}: unknown key '{section}.{key}'")
-            if mapping[key] is not None:
-                flat[mapping[key]] = value
-    # alpha_constant: false with no explicit end means alpha decays linearly to 0.
-    if "kd" in sections and data["kd"].get("alpha_constant") is False and "alpha_end" not in flat:
-        flat["alpha_end"] = 0.0
+    """Map the `kd:` / `teacher:` / `views:` sections onto fields, with one meaning for
+    each key (see the README's config section)."""
+    names = _field_types(cls)
+    flat = {}
+    kd, teacher = data.get("kd"), data.get("teacher")
+    for key, value in data.items():
+        if key == "kd" and isinstance(value, dict) and "alpha" in names:
+            continue
+        if key == "teacher" and isinstance(value, dict) and "teacher_arch" in names:
+            continue
+        if key == "views" and (isinstance(value, dict) or "views" not in names) and "view" in names:
+            flat["view"] = _view_settings(value, f"{where}: views")
+            continue
+        flat[key] = value
+    if isinstance(kd, dict) and "alpha" in names:
+        flat.update(_kd_section(kd, where))
+    if isinstance(teacher, dict) and "teacher_arch" in names:
+        for key, value in teacher.items():
+            if key not in TEACHER_SECTION:
+                hint = (f" ('{key}' belongs in the kd: section)" if _WHERE.get(key) == "kd"
+                        else _did_you_mean(key, TEACHER_SECTION))
+                raise UserError(f"{where}: unknown key 'teacher.{key}'{hint}")
+            flat[TEACHER_SECTION[key]] = value
     return flat
 
 
+def _kd_section(kd: dict, where: str) -> dict:
+    out: dict = {}
+    for key, value in kd.items():
+        if key == "alpha_constant":
+            continue
+        if key not in KD_SECTION:
+            hint = (f" ('{key}' belongs in the teacher: section)" if _WHERE.get(key) == "teacher"
+                    else _did_you_mean(key, list(KD_SECTION) + ["alpha_constant"]))
+            raise UserError(f"{where}: unknown key 'kd.{key}'{hint}")
+    for a, b, name in (("alpha", "alpha_start", "alpha"),
+                       ("margin_weight", "margin_weight_start", "margin weight")):
+        if a in kd and b in kd and kd[a] != kd[b]:
+            raise UserError(f"{where}: kd.{a} ({kd[a]}) and kd.{b} ({kd[b]}) both set the starting "
+                            f"{name}; keep one ({b} with a schedule)")
+    for key, value in kd.items():
+        if key in KD_SECTION:
+            out[KD_SECTION[key]] = value
+    if "confidence_gamma" in kd and kd["confidence_gamma"] is None:
+        out["confidence_gamma"] = 0.0  # the seed writes null for "off"
+    constant = kd.get("alpha_constant")
+    if constant is not None and not isinstance(constant, bool):
+        raise UserError(f"{where}: kd.alpha_constant should be true or false, got {constant!r}")
+    if constant is False and kd.get("alpha_end") is None:
+        raise UserError(f"{where}: kd.alpha_constant: false needs kd.alpha_end (alpha at the last "
+                        f"epoch), e.g. alpha_end: 0.0; or write alpha_constant: true")
+    if constant is True and kd.get("alpha_end") is not None:
+        raise UserError(f"{where}: kd.alpha_constant: true contradicts kd.alpha_end "
+                        f"({kd['alpha_end']}); drop one of them")
+    return out
+
+
 def load_yaml(path: str | Path) -> dict:
-    p = Path(path)
+    p = Path(normalize_path(str(path)))
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
@@ -264,27 +481,159 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def resolve(cls, yaml_data: dict | None = None, flags: dict | None = None, where: str = "config"):
-    """Build a `cls` from defaults, then YAML values, then flags (each may be partial)."""
+def _raw_values(cls, yaml_data: dict | None, flags: dict | None, where: str) -> dict:
+    """Field name -> value (YAML, then flags over it), names checked; not yet coerced."""
     types_ = _field_types(cls)
     values: dict[str, Any] = {}
     for source, label in ((yaml_data or {}, where), (flags or {}, "command line")):
-        source = _flatten_sections(cls, source, label) if source is yaml_data else source
+        if source is yaml_data:
+            source = _flatten_sections(cls, source, label)
         for key, value in source.items():
             name = key.replace("-", "_")
             if name not in types_:
-                raise UserError(f"{label}: unknown setting '{key}' for this command")
-            values[name] = _coerce(name, value, types_[name], label)
-    return cls(**values)
+                hint = (f" (it belongs in the {_WHERE[name]}: section)" if name in _WHERE and
+                        label != "command line" else _did_you_mean(name, types_))
+                raise UserError(f"{label}: unknown setting '{key}' for this command{hint}")
+            values[name] = value
+    return values
 
+
+def _finish(cls, values: dict, where: str):
+    types_, fields_ = _field_types(cls), _fields(cls)
+    out = {}
+    for name, value in values.items():
+        value = _coerce(name, value, types_[name], where)
+        if fields_[name].metadata.get("path"):
+            value = normalize_path(value)
+        _check_value(name, value, fields_[name], where)
+        out[name] = value
+    return cls(**out)
+
+
+def resolve(cls, yaml_data: dict | None = None, flags: dict | None = None, where: str = "config"):
+    """Build a `cls` from defaults, then YAML values, then flags (each may be partial)."""
+    values = _raw_values(cls, yaml_data, flags, where)
+    for name, value in values.items():
+        if isinstance(value, (list, tuple)) and _fields(cls)[name].metadata.get("sweep"):
+            raise UserError(f"{where}: '{name}' takes one value here, got a list "
+                            f"(lists make a sweep, for `vwwfast distill` only)")
+    return _finish(cls, values, where)
+
+
+# ---------------------------------------------------------------------------------------
+# Sweeps: settings given as lists
+
+@dataclass
+class Sweep:
+    """Several students of one `distill` pass: `configs[i]` is what a lone run of student i
+    would be given; `swept` names the settings that vary, with their lists."""
+    configs: list
+    swept: dict
+    mode: str
+
+
+def _as_list(value):
+    """A list from YAML, or a comma-separated flag ('0.5,0.55'); None when a single value."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str) and "," in value:
+        return [_parse_scalar_text(v.strip()) for v in value.split(",")]
+    return None
+
+
+def resolve_sweep(cls, yaml_data: dict | None = None, flags: dict | None = None,
+                  where: str = "config"):
+    """Like `resolve`, but a sweepable setting given as a list makes a `Sweep` (grid or zip)
+    of configs; a list for a setting every student must share is refused."""
+    values = _raw_values(cls, yaml_data, flags, where)
+    fields_ = _fields(cls)
+    lists = {}
+    for name, value in values.items():
+        if fields_[name].metadata.get("action") == "append" or _base_type(_field_types(cls)[name]) in (list, dict):
+            continue
+        items = _as_list(value)
+        if items is None:
+            continue
+        if not fields_[name].metadata.get("sweep"):
+            raise UserError(f"{where}: '{name}' is shared by every student of a sweep (same batches); "
+                            f"give one value, or run separate sweeps")
+        if not items:
+            raise UserError(f"{where}: '{name}' is an empty list")
+        lists[name] = items
+    for name, value in values.items():  # flags arrive as text here
+        if isinstance(value, str) and _base_type(_field_types(cls)[name]) in (int, float):
+            values[name] = _parse_scalar_text(value)
+    if not lists:
+        return _finish(cls, values, where)
+    mode = _coerce("sweep_mode", values.get("sweep_mode", "grid"), str, where)
+    _check_value("sweep_mode", mode, fields_["sweep_mode"], where)
+    names = list(lists)
+    if mode == "zip":
+        lengths = {len(v) for v in lists.values()}
+        if len(lengths) > 1:
+            raise UserError(f"{where}: --sweep-mode zip needs lists of one length, got "
+                            + ", ".join(f"{k}: {len(v)}" for k, v in lists.items()))
+        combos = list(zip(*lists.values()))
+    else:
+        combos = list(itertools.product(*lists.values()))
+    configs = [_finish(cls, {**values, **dict(zip(names, combo))}, where) for combo in combos]
+    if len(configs) == 1:
+        return configs[0]
+    return Sweep(configs=configs, swept=lists, mode=mode)
+
+
+# ---------------------------------------------------------------------------------------
+# Saving and showing
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def sectioned(cfg_or_dict) -> dict:
+    """The config in the shape people write it: `kd:` and `teacher:` blocks (distill), a
+    `views:` block when a view setting is given, then the rest. `resolve` reads it back."""
+    data = dict(cfg_or_dict) if isinstance(cfg_or_dict, dict) else to_dict(cfg_or_dict)
+    out: dict = {}
+    if "alpha" in data:
+        kd = {"alpha": data.pop("alpha"), "alpha_end": data.pop("alpha_end", None),
+              "confidence_gamma": data.pop("confidence_gamma", None),
+              "label_smoothing": data.pop("label_smoothing", None),
+              "margin_weight": data.pop("margin_weight", None),
+              "margin_weight_end": data.pop("margin_weight_end", None),
+              "margin_weight_decay_end_epoch": data.pop("margin_decay_end_epoch", None)}
+        teacher = {"checkpt": data.pop("teacher", None), "arch": data.pop("teacher_arch", None),
+                   "teacher_input_size": data.pop("teacher_input_size", None),
+                   "pretrained": data.pop("teacher_pretrained", None),
+                   "temperature": data.pop("temperature", None)}
+        out["kd"] = kd
+        out["teacher"] = teacher
+    view = data.pop("view", None)
+    if view:
+        out["views"] = dict(view)
+    out.update(data)
+    return out
+
+
 def save_yaml(cfg_or_dict, path: str | Path) -> None:
     data = cfg_or_dict if isinstance(cfg_or_dict, dict) else to_dict(cfg_or_dict)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def dump_yaml(cfg_or_sweep) -> str:
+    """What `--print-config` prints: YAML that `--config` accepts."""
+    if isinstance(cfg_or_sweep, Sweep):
+        data = sectioned(cfg_or_sweep.configs[0])
+        for name, items in cfg_or_sweep.swept.items():
+            for section in ("kd", "teacher"):
+                block = data.get(section, {})
+                for key, target in (KD_SECTION if section == "kd" else TEACHER_SECTION).items():
+                    if target == name and key in block:
+                        block[key] = items
+            if name in data:
+                data[name] = items
+        data["sweep_mode"] = cfg_or_sweep.mode
+        return yaml.safe_dump(data, sort_keys=False)
+    return yaml.safe_dump(sectioned(cfg_or_sweep), sort_keys=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -294,35 +643,47 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field; every default is SUPPRESS so only what the user typed overrides."""
     types_ = _field_types(cls)
     defaults = cls()
+    sweeps = cls is DistillConfig
     for f in dataclasses.fields(cls):
         meta = f.metadata
         base = _base_type(types_[f.name])
         default = getattr(defaults, f.name)
         help_ = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
-        if default not in (None, "", False) and base is not list:
+        if default not in (None, "", False) and base not in (list, dict):
             help_ += f" (default {default})"
+        if sweeps and meta.get("sweep") and base is not bool:
+            help_ += "; a comma-separated list makes a sweep"
         if meta.get("positional"):
-            parser.add_argument(f.name, help=help_)
+            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_)
             continue
         flag = "--" + f.name.replace("_", "-")
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_)
+        elif meta.get("action") == "append":
+            parser.add_argument(flag, action="append", metavar=meta.get("metavar"),
+                                default=argparse.SUPPRESS, help=help_)
         elif base is list:
             parser.add_argument(flag, nargs=meta.get("nargs", "+"), metavar=meta.get("metavar"),
                                 default=argparse.SUPPRESS, help=help_)
         else:
-            parser.add_argument(flag, type=base, default=argparse.SUPPRESS, help=help_,
+            typ = str if sweeps else base  # resolve_sweep reads lists ("0.5,0.55") and numbers
+            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=help_,
                                 metavar=f.name.upper())
     parser.add_argument("--config", dest="_config", default=None, metavar="FILE.yaml",
                         help="YAML file of settings; flags given here win")
+    parser.add_argument("--print-config", dest="_print_config", action="store_true",
+                        help="print the resolved settings as YAML (what --config accepts) and exit")
 
 
 def from_args(cls, ns: argparse.Namespace):
     flags = {k: v for k, v in vars(ns).items() if not k.startswith("_") and k != "command"
              and k != "bench_command"}
     yaml_data = load_yaml(ns._config) if getattr(ns, "_config", None) else None
-    return resolve(cls, yaml_data, flags, where=str(getattr(ns, "_config", "config")))
+    where = str(getattr(ns, "_config", None) or "config")
+    if cls is DistillConfig:
+        return resolve_sweep(cls, yaml_data, flags, where=where)
+    return resolve(cls, yaml_data, flags, where=where)
 
 
 def require(cfg, *names: str) -> None:

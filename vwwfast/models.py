@@ -57,25 +57,55 @@ def load_matching(model: nn.Module, state: dict) -> int:
 
 def build_model(arch: str, *, bn_momentum: float = 0.1, pretrained: bool = False,
                 init: str | None = None) -> nn.Module:
+    """A two-class torchvision classifier: random weights, ImageNet weights (`pretrained`),
+    or weights from `init`: a vwwfast checkpoint, or a plain torchvision state_dict file
+    (e.g. ImageNet weights downloaded on another machine; the 1000-class head is left out)."""
     import torchvision
     _check_arch(arch)
     model = torchvision.models.get_model(arch, weights=None, num_classes=NUM_CLASSES)
     if pretrained:
         load_matching(model, imagenet_state_dict(arch))
     if init:
-        ckpt = load_checkpoint(init)
-        if ckpt["arch"] != arch:
-            raise UserError(f"--init {init} holds a {ckpt['arch']}, not a {arch}")
-        model.load_state_dict(ckpt["state_dict"])
+        state = read_weights_file(init)
+        if state.get("format") == "vwwfast-checkpoint":
+            if state["arch"] != arch:
+                raise UserError(f"--init {init} holds a {state['arch']}, not a {arch}")
+            model.load_state_dict(state["state_dict"])
+        else:
+            own = model.state_dict()
+            loaded = load_matching(model, state)
+            backbone = [k for k in own if not k.startswith("classifier.")]
+            missing = [k for k in backbone if k not in state or state[k].shape != own[k].shape]
+            if not loaded or missing:
+                raise UserError(f"--init {init} is not a {arch} state_dict ({len(missing)} of "
+                                f"{len(backbone)} backbone tensors missing or of another shape)")
     set_bn_momentum(model, bn_momentum)
     return model
+
+
+def read_weights_file(path) -> dict:
+    """A .pt/.pth file loaded with weights_only=True: a vwwfast checkpoint or a state_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} holds a {type(data).__name__}, not a checkpoint or state_dict")
+    if isinstance(data.get("state_dict"), dict) and data.get("format") != "vwwfast-checkpoint":
+        data = data["state_dict"]  # a plain {"state_dict": ...} wrapper
+    return data
 
 
 # ---------------------------------------------------------------------------------------
 # Checkpoints: plain tensors and Python literals only, so weights_only loading works.
 
 def save_checkpoint(path, model: nn.Module, *, arch: str, input_size: int, config: dict,
-                    epoch: int, metrics: dict, extra: dict | None = None) -> None:
+                    epoch: int, metrics: dict, extra: dict | None = None,
+                    role: str | None = None, run: str | None = None) -> None:
+    """role: 'teacher' or 'student' (what the run trained); run: its run folder name."""
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     model = getattr(model, "module", model)     # DistributedDataParallel wrapper
     payload = {
@@ -83,7 +113,7 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, input_size: int, confi
         "arch": arch, "classes": CLASSES, "input_size": input_size,
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "config": config, "epoch": epoch, "metrics": metrics,
+        "config": config, "epoch": epoch, "metrics": metrics, "role": role, "run": run,
     }
     if extra:
         payload.update(extra)
@@ -94,16 +124,54 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, input_size: int, confi
 
 
 def load_checkpoint(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "vwwfast-checkpoint":
+    ckpt = read_weights_file(path)
+    if ckpt.get("format") != "vwwfast-checkpoint":
         raise UserError(f"{path} is not a vwwfast checkpoint")
     return ckpt
+
+
+def checkpoint_role(ckpt: dict) -> str | None:
+    """'teacher' or 'student': recorded by the run that wrote it (older checkpoints: a
+    distillation config has an alpha)."""
+    role = ckpt.get("role")
+    if role:
+        return role
+    config = ckpt.get("config") or {}
+    return "student" if "alpha" in config else ("teacher" if config else None)
+
+
+def describe_teacher(path, ckpt: dict, sha256: str | None = None) -> dict:
+    """Which model teaches: what the card, the console and the store's attributes say."""
+    metrics = ckpt.get("metrics") or {}
+    return {"checkpoint": str(path), "arch": ckpt["arch"], "input_size": ckpt["input_size"],
+            "role": checkpoint_role(ckpt), "run": ckpt.get("run") or _run_of(path),
+            "run_val_acc": metrics.get("acc"), "epoch": ckpt.get("epoch"),
+            "pretrained": (ckpt.get("config") or {}).get("pretrained"), "sha256": sha256}
+
+
+def _run_of(path) -> str | None:
+    """The run folder a checkpoint sits in (runs/<id>/model.pt), when it looks like one."""
+    parent = Path(path).resolve().parent
+    return parent.name if (parent / "config.yaml").is_file() else None
+
+
+def check_teacher(path, ckpt: dict, *, self_distill: bool = False, arch: str | None = None,
+                  input_size: int | None = None, pretrained: bool | None = None) -> None:
+    """Refuse a checkpoint that a student run wrote (unless self_distill), and any teacher
+    setting the user gave that the checkpoint contradicts."""
+    if checkpoint_role(ckpt) == "student" and not self_distill:
+        run = ckpt.get("run") or _run_of(path) or "a student run"
+        raise UserError(f"{path} was written by a student run ({run}), not a teacher; pass a "
+                        f"teacher's model.pt, or --self-distill to distil from a student on purpose")
+    if arch is not None and arch != ckpt["arch"]:
+        raise UserError(f"teacher arch is {arch} in the config but {path} holds a {ckpt['arch']}")
+    if input_size is not None and input_size != ckpt["input_size"]:
+        raise UserError(f"teacher input size is {input_size} in the config but {path} was "
+                        f"trained at {ckpt['input_size']} px")
+    have = (ckpt.get("config") or {}).get("pretrained")
+    if pretrained is not None and have is not None and bool(have) != pretrained:
+        raise UserError(f"teacher pretrained is {str(pretrained).lower()} in the config but {path} "
+                        f"was trained with pretrained {str(bool(have)).lower()}")
 
 
 def model_from_checkpoint(path, *, arch: str | None = None, input_size: int | None = None,

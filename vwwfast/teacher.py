@@ -129,3 +129,18 @@ def make_teacher(cfg: C.DistillConfig):
     if cfg.teacher_mode == "online":
         return OnlineTeacher(cfg)
     raise UserError(f"--teacher-mode must be 'cached' or 'online', got '{cfg.teacher_mode}'")
+
+
+def run_train_views(config: dict, split, epoch: int = 1) -> np.ndarray:
+    """The training view parameters [N, P] a run (its resolved config as a dict) used at
+    `epoch` (from 1): the store's view (epoch - 1) mod E for a run with an augmented
+    cache, else the views it drew itself."""
+    from vwwfast.teacher_cache import TeacherCache
+    from vwwfast.views import view_params, view_spec
+    if config.get("cache") and config.get("teacher_mode", "cached") == "cached":
+        store = TeacherCache(config["cache"])
+        if not store.plain:
+            return store.params()[(epoch - 1) % store.num_views]
+    spec = view_spec(config.get("view_spec", "default"), config.get("view"))
+    return view_params(spec, config.get("seed", 0), epoch - 1, np.arange(len(split)),
+                       split.heights, split.widths)

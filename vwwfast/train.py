@@ -118,7 +118,7 @@ def fit(cfg, kind: str, teacher=None, run=None) -> dict:
             kept = [r for r in run.epochs() if r["epoch"] < start_epoch]
             (run.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     step_model = D.wrap(model)
-    if cfg.compile:
+    if cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda"):
         step_model = torch.compile(step_model)
 
     wall0, images_seen, train_seconds = time.perf_counter(), 0, 0.0

@@ -57,11 +57,20 @@ class ViewSpec:
                 for k, v in dataclasses.asdict(self).items()}
 
 
-def view_spec(name: str) -> ViewSpec:
+def view_spec(name: str, overrides: dict | None = None) -> ViewSpec:
+    """The base spec `name` with the fields in `overrides` (the `views:` settings) replaced."""
     specs = {"default": ViewSpec, "plain": ViewSpec.plain}
     if name not in specs:
         raise UserError(f"unknown view spec '{name}': use 'default' or 'plain'")
-    return specs[name]()
+    spec = specs[name]()
+    if overrides:
+        names = {f.name for f in dataclasses.fields(ViewSpec)}
+        for key in overrides:
+            if key not in names:
+                raise UserError(f"unknown view setting '{key}' (one of {', '.join(sorted(names))})")
+        spec = dataclasses.replace(spec, **{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in overrides.items()})
+    return spec
 
 
 # ---------------------------------------------------------------------------------------
