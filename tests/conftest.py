@@ -81,3 +81,26 @@ def synth_shards(tmp_path_factory):
     write_shards(root / "shards", splits, source=source, size=64, samples_per_shard=40,
                  label_rule=LABEL_RULE, show_progress=False)
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def small_teacher(synth_shards, tmp_path_factory):
+    """A MobileNetV3-Small 'teacher' at 48 px, one epoch on synth_shards: its model.pt."""
+    from vwwfast import config as C
+    from vwwfast.train import train_teacher
+    runs = tmp_path_factory.mktemp("small_teacher")
+    s = train_teacher(C.resolve(C.TrainConfig, dict(
+        shards=str(synth_shards), arch="mobilenet_v3_small", input_size=48, epochs=1, batch_size=32,
+        renderer="decoded", decoded_size=48, runs_dir=str(runs), bn_settle=64)))
+    return s["run_dir"] + "/model.pt"
+
+
+@pytest.fixture(scope="session")
+def small_store(synth_shards, small_teacher, tmp_path_factory):
+    """small_teacher's cache: 2 augmented views."""
+    from vwwfast import config as C
+    from vwwfast.teacher_cache import cache_teacher
+    out = tmp_path_factory.mktemp("small_store") / "t.zarr"
+    return str(cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
+        shards=str(synth_shards), teacher=small_teacher, views=2, out=str(out), batch_size=32,
+        renderer="decoded", decoded_size=48))))

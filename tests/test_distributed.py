@@ -62,7 +62,7 @@ def test_train_teacher_and_distill_write_one_record(synth_shards, teacher, tmp_p
     assert len(runs) == 2
     for run in runs:
         lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-        assert [l["epoch"] for l in lines] == [0, 1]
+        assert [l["epoch"] for l in lines] == [1, 2]
         # val metrics are over the whole val set exactly once (summed across ranks)
         assert all(np.array(l["confusion"]).sum() == 48 for l in lines)
 
@@ -71,3 +71,18 @@ def test_error_on_a_rank_ends_the_job(tmp_path):
     r = torchrun("train-teacher", "--shards", str(tmp_path / "missing"))
     assert r.returncode != 0
     assert "shard folder not found" in r.stderr
+
+
+def test_sweep_under_torchrun(synth_shards, teacher, tmp_path):
+    r = torchrun("distill", "--shards", str(synth_shards), "--input-size", "32", "--epochs", "2",
+                 "--batch-size", "16", "--renderer", "decoded", "--decoded-size", "48",
+                 "--teacher-mode", "online", "--teacher", teacher, "--alpha", "0,0.5",
+                 "--runs-dir", str(tmp_path / "runs"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = [p for p in (tmp_path / "runs").iterdir() if (p / "config.yaml").is_file()]
+    sweeps = [p for p in (tmp_path / "runs").iterdir() if (p / "sweep.json").is_file()]
+    assert len(runs) == 2 and len(sweeps) == 1
+    for run in runs:
+        lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [l["epoch"] for l in lines] == [1, 2]
+        assert all(np.array(l["confusion"]).sum() == 48 for l in lines)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vwwfast.losses import alpha_at, kd_loss, linear, margin_at
+from vwwfast.losses import KDRecipe, alpha_at, kd_loss, linear, margin_at
 
 Z_S = [[1.0, 0.0], [0.0, 2.0]]
 Z_T = [[2.0, 0.0], [0.0, 1.0]]
@@ -187,19 +187,58 @@ def test_linear():
 
 
 def test_alpha_schedule():
-    # 5 epochs: 0..4, end reached at epoch 4
-    assert alpha_at(0.8, 0.0, 0, 5) == pytest.approx(0.8)
-    assert alpha_at(0.8, 0.0, 2, 5) == pytest.approx(0.4)
-    assert alpha_at(0.8, 0.0, 4, 5) == pytest.approx(0.0)
+    # 5 epochs numbered 1..5: the start at epoch 1, the end reached at epoch 5
+    assert alpha_at(0.8, 0.0, 1, 5) == pytest.approx(0.8)
+    assert alpha_at(0.8, 0.0, 3, 5) == pytest.approx(0.4)
+    assert alpha_at(0.8, 0.0, 5, 5) == pytest.approx(0.0)
     assert alpha_at(0.55, None, 3, 5) == 0.55
-    assert alpha_at(0.8, 0.0, 0, 1) == 0.8
+    assert alpha_at(0.8, 0.0, 1, 1) == 0.8
 
 
 def test_margin_schedule():
-    # 0.1 at epoch 0 -> 0.0 at epoch 4, then 0.0
-    assert margin_at(0.1, 0.0, 4, 0) == pytest.approx(0.1)
-    assert margin_at(0.1, 0.0, 4, 2) == pytest.approx(0.05)
-    assert margin_at(0.1, 0.0, 4, 4) == pytest.approx(0.0)
-    assert margin_at(0.1, 0.02, 4, 9) == pytest.approx(0.02)
-    assert margin_at(0.1, None, 4, 2) == 0.1
+    # margin_weight_decay_end_epoch 5: 0.1 at epoch 1 -> 0.0 at epoch 5 (the 5th), then 0.0
+    assert margin_at(0.1, 0.0, 5, 1) == pytest.approx(0.1)
+    assert margin_at(0.1, 0.0, 5, 3) == pytest.approx(0.05)
+    assert margin_at(0.1, 0.0, 5, 5) == pytest.approx(0.0)
+    assert margin_at(0.1, 0.02, 5, 9) == pytest.approx(0.02)
+    assert margin_at(0.1, None, 5, 2) == 0.1
     assert margin_at(0.1, 0.0, None, 2) == 0.1
+    assert margin_at(0.1, 0.0, 0, 1) == 0.0
+
+
+def test_seed_run16_schedule_reaches_its_end_at_the_named_epoch():
+    # margin_weight_decay_end_epoch: 20 of a 25-epoch run: the end value at epoch 20, not 21
+    r = KDRecipe(alpha=0.55, margin_weight=0.04, margin_weight_end=0.0, margin_decay_end_epoch=20)
+    weights = [r.at(e, 25).margin_weight for e in range(1, 26)]
+    assert weights[0] == pytest.approx(0.04) and weights[18] > 0
+    assert weights[19] == 0.0 and weights[24] == 0.0
+
+
+def test_recipe_weights_and_terms():
+    r = KDRecipe(alpha=0.8, alpha_end=0.2, temperature=2.0, confidence_gamma=1.0,
+                 margin_weight=0.03, label_smoothing=0.1)
+    w = r.at(1, 4)
+    assert (w.alpha, w.margin_weight, w.temperature, w.label_smoothing) == (0.8, 0.03, 2.0, 0.1)
+    assert r.at(4, 4).alpha == pytest.approx(0.2)
+    terms = w.terms(ce=0.5, kl=0.1, margin=2.0)
+    assert terms == pytest.approx({"term_ce": 0.1, "term_kl": 0.32, "term_margin": 0.06})
+    loss, t_ = r.loss(t(Z_S), t(Z_T), t(Y), w)
+    assert loss.item() == pytest.approx(sum(w.terms(t_["ce"].item(), t_["kl"].item(),
+                                                    t_["margin"].item()).values()), rel=1e-6)
+
+
+def test_supervised_recipe_has_no_teacher_terms():
+    r = KDRecipe(alpha=0.0, margin_weight=0.03, label_smoothing=0.01)
+    assert not r.uses_teacher and r.at(3, 5).margin_weight == 0.0
+    loss, terms = r.loss(t(Z_S), t(Z_T), t(Y), r.at(1, 5))
+    assert terms["kl"].item() == 0 and terms["margin"].item() == 0
+    assert loss.item() == pytest.approx(F.cross_entropy(t(Z_S), t(Y), label_smoothing=0.01).item())
+
+
+def test_tensor_weights_give_the_float_loss():
+    # a compiled step takes the scheduled weights as tensors; the value must not change
+    for alpha, mw in ((0.55, 0.03), (0.0, 0.0), (1.0, 0.1)):
+        a, _ = run(alpha=alpha, margin_weight=mw, temperature=2.0, confidence_gamma=2.0)
+        b, _ = run(alpha=torch.tensor(alpha), margin_weight=torch.tensor(mw), temperature=2.0,
+                   confidence_gamma=2.0)
+        assert b.item() == pytest.approx(a.item(), rel=1e-6)

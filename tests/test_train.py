@@ -1,3 +1,5 @@
+"""The training loop: records, schedules, early stopping, resume and what it refuses."""
+
 import json
 
 import numpy as np
@@ -5,16 +7,22 @@ import pytest
 import torch
 
 from vwwfast import config as C
+from vwwfast.cli import main
 from vwwfast.errors import UserError
-from vwwfast.train import distill, fit, onecycle, train_teacher
+from vwwfast.student import onecycle, scaled_lr
+from vwwfast.train import distill, train_teacher
 
 
 def _cfg(shards, tmp_path, cls=C.TrainConfig, **kw):
     base = dict(shards=str(shards), arch="mobilenet_v3_small", input_size=32, epochs=2,
                 batch_size=32, renderer="decoded", decoded_size=48, runs_dir=str(tmp_path / "runs"),
-                lr=3e-3)
+                lr=3e-3, bn_settle=64)
     base.update(kw)
     return C.resolve(cls, base)
+
+
+def _lines(summary):
+    return [json.loads(l) for l in open(summary["run_dir"] + "/metrics.jsonl")]
 
 
 def test_run_end_to_end_writes_every_record(synth_shards, tmp_path):
@@ -22,15 +30,32 @@ def test_run_end_to_end_writes_every_record(synth_shards, tmp_path):
     run = tmp_path / "runs" / s["run_dir"].split("/")[-1]
     for f in ("config.yaml", "metrics.jsonl", "model.pt", "last.pt", "summary.json", "card.md", "curves.png"):
         assert (run / f).is_file(), f
-    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in lines] == [0, 1]
-    for key in ("loss", "loss_ce", "val_acc", "recall_0", "recall_1", "confusion", "img_per_s", "lr"):
+    lines = _lines(s)
+    assert [l["epoch"] for l in lines] == [1, 2]  # numbered from 1 in the files too
+    for key in ("loss", "loss_ce", "term_ce", "val_acc", "recall_0", "recall_1", "confusion",
+                "img_per_s", "lr", "views_sha256"):
         assert key in lines[0]
     cm = np.array(lines[0]["confusion"])
     assert cm.sum() == 48 and abs(lines[0]["val_acc"] - np.trace(cm) / 48) < 1e-9
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["best_epoch"] in (0, 1)
+    assert summary["status"] == "finished" and summary["best_epoch"] in (1, 2)
+    assert summary["fingerprints"]["shards_content_hash"] and summary["wall_time_s"] > 0
     assert "_teacher_mbv3s_vww32_t" in run.name
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    assert ckpt["role"] == "teacher" and ckpt["run"] == run.name
+    assert ckpt["epoch"] == summary["best_epoch"]
+
+
+def test_every_step_sees_a_full_batch(synth_shards, tmp_path, monkeypatch):
+    # 96 training samples, batch 40: two full steps an epoch, the remaining 16 left to later epochs
+    from vwwfast.student import Student
+    seen = []
+    real = Student.step
+    monkeypatch.setattr(Student, "step", lambda self, x, y, z: seen.append(len(y)) or real(self, x, y, z))
+    train_teacher(_cfg(synth_shards, tmp_path, epochs=1, batch_size=40))
+    assert seen == [40, 40]
+    with pytest.raises(UserError, match="larger than the 96 training samples"):
+        train_teacher(_cfg(synth_shards, tmp_path, batch_size=128))
 
 
 def test_onecycle_start_peak_end():
@@ -48,47 +73,128 @@ def test_onecycle_start_peak_end():
     assert lrs[-1] == pytest.approx(0.01 / 25 / 1e4, rel=1e-2)
 
 
+def test_lr_scaling_rules():
+    cfg = C.TrainConfig(lr=1e-3, batch_size=512, lr_base_batch=128)
+    assert scaled_lr(cfg) == 1e-3
+    assert scaled_lr(C.TrainConfig(lr=1e-3, batch_size=512, lr_scaling="linear")) == pytest.approx(4e-3)
+    assert scaled_lr(C.TrainConfig(lr=1e-3, batch_size=512, lr_scaling="sqrt")) == pytest.approx(2e-3)
+
+
 def test_early_stopping(synth_shards, tmp_path):
-    # lr 0 never improves on the first epoch's accuracy: patience 1 stops after epoch 2.
+    # lr ~0 never improves on the first epoch's accuracy: patience 1 stops after epoch 2.
     s = train_teacher(_cfg(synth_shards, tmp_path, epochs=5, patience=1, lr=1e-12))
-    lines = (tmp_path / "runs" / s["run_dir"].split("/")[-1] / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    assert len(_lines(s)) == 2 and s["stopped_early"] and s["status"] == "finished"
+
+
+def test_schedules_in_the_records(synth_shards, small_store, tmp_path):
+    s = distill(_cfg(synth_shards, tmp_path, C.DistillConfig, cache=small_store, epochs=3,
+                     alpha=0.8, alpha_end=0.2, margin_weight=0.1, margin_weight_end=0.0,
+                     margin_decay_end_epoch=2))
+    lines = _lines(s)
+    assert [l["alpha"] for l in lines] == pytest.approx([0.8, 0.5, 0.2])
+    assert [l["margin_weight"] for l in lines] == pytest.approx([0.1, 0.0, 0.0])
+    for l in lines:  # the terms as they enter the loss sum to it
+        assert l["term_ce"] + l["term_kl"] + l["term_margin"] == pytest.approx(l["loss"], rel=1e-4)
+    assert [l["view"] for l in lines] == [0, 1, 0]
+    summary = json.loads(open(s["run_dir"] + "/summary.json").read())
+    assert summary["teacher"]["mode"] == "cached" and summary["teacher"]["store"] == small_store
+    assert any("replays view" in r for r in summary["remarks"])
+
+
+def _interrupt_in_epoch(monkeypatch, epoch):
+    import vwwfast.train as T
+    real = T.evaluate_many
+    calls = {"n": 0}
+
+    def evaluate_then_stop(*a, **kw):  # Ctrl-C during the evaluation of `epoch`
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(T, "evaluate_many", evaluate_then_stop)
+    return lambda: monkeypatch.setattr(T, "evaluate_many", real)
 
 
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(synth_shards, tmp_path, monkeypatch):
-    import vwwfast.train as T
     full = train_teacher(_cfg(synth_shards, tmp_path / "a", epochs=3))
-    real_evaluate, calls = T.evaluate, {"n": 0}
-
-    def evaluate_then_stop(*a, **kw):  # Ctrl-C during epoch 3's evaluation
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_evaluate(*a, **kw)
-    monkeypatch.setattr(T, "evaluate", evaluate_then_stop)
+    restore = _interrupt_in_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train_teacher(_cfg(synth_shards, tmp_path / "b", epochs=3))
-    monkeypatch.setattr(T, "evaluate", real_evaluate)
+    restore()
     cut = next((tmp_path / "b" / "runs").iterdir())
-    assert json.loads((cut / "summary.json").read_text())["status"] == "unfinished"
-    train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
-    a = [json.loads(l) for l in (tmp_path / "a" / "runs" / full["run_dir"].split("/")[-1] / "metrics.jsonl").read_text().splitlines()]
-    b = [json.loads(l) for l in (cut / "metrics.jsonl").read_text().splitlines()]
-    assert [l["epoch"] for l in b] == [0, 1, 2]
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "--resume" in summary["resume_command"]
+    wall_before = summary["wall_time_s"]
+    again = train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
+    a, b = _lines(full), _lines(again)
+    assert [l["epoch"] for l in b] == [1, 2, 3]
     assert b[-1]["confusion"] == a[-1]["confusion"]
     assert b[-1]["loss"] == pytest.approx(a[-1]["loss"], rel=1e-5)
+    assert again["status"] == "finished" and again["wall_time_s"] > wall_before
+    with pytest.raises(UserError, match="already finished"):  # nothing left to resume
+        train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
+
+
+def test_resume_refuses_flags_and_changed_inputs(synth_shards, tmp_path, monkeypatch, capsys):
+    restore = _interrupt_in_epoch(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        train_teacher(_cfg(synth_shards, tmp_path, epochs=2))
+    restore()
+    cut = next((tmp_path / "runs").iterdir())
+    capsys.readouterr()
+    assert main(["train-teacher", "--resume", str(cut), "--epochs", "6", "--lr", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "drop --epochs, --lr" in err and len(err.strip().splitlines()) == 1
+    # the shards changed since the run started: a resume would mix two data sets
+    summary = json.loads((cut / "summary.json").read_text())
+    summary["fingerprints"]["shards_content_hash"] = "0" * 64
+    (cut / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match="the shards changed"):
+        train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
+    (cut / "last.pt").write_bytes(b"not a checkpoint")
+    summary["fingerprints"]["shards_content_hash"] = json.loads(
+        (synth_shards / "manifest.json").read_text())["content_hash"]
+    (cut / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match="not a checkpoint"):
+        train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
+
+
+def test_a_failing_run_is_recorded_as_failed(synth_shards, tmp_path, monkeypatch):
+    import vwwfast.train as T
+    monkeypatch.setattr(T, "evaluate_many", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("disk on fire")))
+    with pytest.raises(RuntimeError):
+        train_teacher(_cfg(synth_shards, tmp_path, epochs=1))
+    run = next((tmp_path / "runs").iterdir())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "disk on fire" in summary["error"]
+    assert "failed" in (run / "card.md").read_text()
+
+
+def test_nan_loss_fails_the_run(synth_shards, tmp_path):
+    with pytest.raises(UserError, match="loss became nan"):
+        train_teacher(_cfg(synth_shards, tmp_path, epochs=2, lr=1e30))
+    run = next((tmp_path / "runs").iterdir())
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_bn_momentum_short_run_beats_majority(easy_shards, tmp_path):
+    kw = dict(epochs=3, input_size=32, decoded_size=40, batch_size=16, lr=3e-3, bn_settle=2048)
+    settled = train_teacher(_cfg(easy_shards, tmp_path / "a", **kw))
+    trailing = train_teacher(_cfg(easy_shards, tmp_path / "b", **{**kw, "bn_momentum": 0.01, "bn_settle": 0}))
+    assert settled["best_val_acc"] >= 0.9    # the defaults evaluate what the model learned
+    assert trailing["best_val_acc"] <= 0.7   # torchvision's momentum alone: near the majority rate
 
 
 @pytest.fixture(scope="module")
 def easy_shards(tmp_path_factory):
     """Bright images = person, dark = no person: learnable in a few steps."""
-    from conftest import write_jpeg
+    from PIL import Image
     from vwwfast.shards import write_shards
     from vwwfast.sources.folder import folder_splits
     root = tmp_path_factory.mktemp("easy")
     rng = np.random.default_rng(0)
-    from PIL import Image
     for cls, lo in (("person", 150), ("non_person", 0)):
         for i in range(60):
             arr = rng.integers(lo, lo + 100, (40, 40, 3), dtype=np.uint8)
@@ -99,26 +205,44 @@ def easy_shards(tmp_path_factory):
     return root / "shards"
 
 
-@pytest.mark.slow
-def test_bn_momentum_short_run_beats_majority(easy_shards, tmp_path):
-    kw = dict(epochs=3, input_size=32, decoded_size=40, batch_size=16, lr=3e-3)
-    settled = train_teacher(_cfg(easy_shards, tmp_path / "a", **kw))
-    trailing = train_teacher(_cfg(easy_shards, tmp_path / "b", bn_momentum=0.01, bn_settle=0, **kw))
-    assert settled["best_val_acc"] >= 0.9    # the defaults evaluate what the model learned
-    assert trailing["best_val_acc"] <= 0.7   # torchvision's momentum alone: near the majority rate
-
-
 def test_refuses_bad_shards(tmp_path):
     with pytest.raises(UserError, match="shard folder not found"):
         train_teacher(_cfg(tmp_path / "none", tmp_path))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 def test_resume_dir_must_be_a_run(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(UserError):
-        train_teacher(C.resolve(C.TrainConfig, {"shards": "s", "resume": str(tmp_path / "x")}))
+        train_teacher(C.resolve(C.TrainConfig, {"resume": str(tmp_path / "x")}))
 
 
 def test_supervised_distill_needs_no_teacher(synth_shards, tmp_path):
     s = distill(_cfg(synth_shards, tmp_path, cls=C.DistillConfig, alpha=0.0, epochs=1))
     assert s["best_val_acc"] >= 0
+    assert json.loads(open(s["run_dir"] + "/summary.json").read())["teacher"] is None
+
+
+def test_unused_teacher_is_refused(synth_shards, small_teacher, tmp_path):
+    with pytest.raises(UserError, match="without a teacher"):
+        distill(_cfg(synth_shards, tmp_path, C.DistillConfig, alpha=0.0, teacher_mode="online",
+                     teacher=small_teacher))
+
+
+@pytest.mark.slow
+def test_compiled_step_gives_the_eager_losses(synth_shards, small_store, tmp_path):
+    """--compile on (a minute of compilation on a cold CPU cache): the same losses as eager,
+    and a scheduled alpha does not recompile the step."""
+    import torch._dynamo
+    # a small lr: at 3e-3 float rounding differences grow to ~1% in three epochs of 3 steps
+    kw = dict(cache=small_store, epochs=3, alpha=0.8, alpha_end=0.2, margin_weight=0.05, lr=1e-4)
+    eager = distill(_cfg(synth_shards, tmp_path / "a", C.DistillConfig, compile="off", **kw))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = distill(_cfg(synth_shards, tmp_path / "b", C.DistillConfig, compile="on", **kw))
+    a, b = _lines(eager), _lines(compiled)
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)
+        assert y["alpha"] == x["alpha"]
+    assert compiled["compile_s"] > 0 and eager["compile_s"] == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2  # not one per epoch

@@ -181,6 +181,10 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
         step(xs_, y, teach(xt_))
         timer.tick(len(y))
     results["conventional_img_per_s"] = timer.rate()
+    if cfg.students > 1:
+        _bench_sweep(cfg, results, student_r, order, rows, table, device)
+    if cfg.compile == "on" or (cfg.compile == "auto" and cuda):
+        _bench_compiled(cfg, results, xs, ys, zs, device)
     for r in (student_r, teacher_r):
         r.close()
 
@@ -197,6 +201,12 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
         "cached/bound": c / results["student_bound_img_per_s"],
         "cache-teacher/teacher-bound": results["teacher_cache_img_per_s"] / results["teacher_bound_img_per_s"],
     }
+    if cfg.students > 1:  # student-epochs per second: a sweep of K against K separate runs
+        results["ratios"][f"sweep{cfg.students}/separate"] = (
+            results["sweep_student_img_per_s"] / results["lone_student_img_per_s"])
+    if "student_bound_compiled_img_per_s" in results:
+        results["ratios"]["compiled/eager bound"] = (
+            results["student_bound_compiled_img_per_s"] / results["student_bound_img_per_s"])
     print_table(f"bench kd on {results['device']} (batch {B}, {cfg.batches} timed batches, "
                 f"teacher {tsize} px, renderer {student_r.name})", ["path", "img/s"],
                 [(k.removesuffix("_img_per_s"), f"{v:,.0f}") for k, v in results.items()
@@ -205,3 +215,50 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     if cfg.json:
         Path(cfg.json).write_text(json.dumps(results, indent=1))
     return results
+
+
+def _students(cfg, k: int, device, compile_: str = "off"):
+    """k students of the trainer itself (vwwfast.student.Student: its step, its random-state
+    handling), with the default KD recipe, ready for epoch 1."""
+    from vwwfast.student import Student
+    students = []
+    for i in range(k):
+        scfg = C.resolve(C.DistillConfig, {"shards": cfg.shards, "batch_size": cfg.batch_size,
+                                          "compile": compile_, "init_seed": i, "epochs": 1})
+        s = Student(scfg, "student", device, steps_per_epoch=1000)
+        s.begin_epoch(1)
+        students.append(s)
+    return students
+
+
+def _bench_sweep(cfg, results, renderer, order, rows, table, device) -> None:
+    """The cached path with the trainer's students: one, then a sweep of K on the same
+    batches (one render and one logits read per batch for all). Reports images/s per
+    student: K x images / time for the sweep."""
+    from vwwfast.progress import info
+    from vwwfast.render import iterate
+    for k, key in ((1, "lone_student_img_per_s"), (cfg.students, "sweep_student_img_per_s")):
+        info(f"cached KD, {k} student{'s' if k > 1 else ''} of the trainer on each batch")
+        students = _students(cfg, k, device)
+        timer = _Timer(device)
+        for x, y, idx in iterate(renderer, order, rows, cfg.batch_size, STUDENT_SIZE):
+            z_t = table.index_select(0, torch.as_tensor(idx, device=device)).float()
+            x = x.contiguous(memory_format=torch.channels_last)
+            for s in students:
+                s.step(x, y, z_t)
+            timer.tick(len(y) * k)
+        results[key] = timer.rate()
+
+
+def _bench_compiled(cfg, results, xs, ys, zs, device) -> None:
+    """The student bound with the trainer's compiled step (compilation before the clock)."""
+    from vwwfast.progress import info
+    info("student compute-only bound, compiled step (compiling first, not timed)")
+    (s,) = _students(cfg, 1, device, compile_="on")
+    s.step(xs, ys, zs)  # compiles
+    results["student_compile_s"] = s.compile_s
+    timer = _Timer(device)
+    for _ in range(cfg.batches + WARMUP):
+        s.step(xs, ys, zs)
+        timer.tick(len(ys))
+    results["student_bound_compiled_img_per_s"] = timer.rate()

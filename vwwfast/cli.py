@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vwwfast {ns.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vwwfast runs --csv | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     return 0
 
 

@@ -96,10 +96,13 @@ class TrainConfig:
     bn_settle: int = opt(2048, "training images run through the model to recompute BatchNorm "
                                "statistics before each evaluation; 0 = off", lo=0, sweep=True)
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True)
-    view_spec: str = opt("default", "training augmentation base: 'default' or 'plain' (none)")
+    view_spec: Optional[str] = opt(None, "training augmentation base: 'default' or 'plain' (none); "
+                                         "unset = 'default', or the teacher cache's")
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable), e.g. --view erase=0.25 "
                          "--view scale=0.08,1.0; YAML: a `views:` section", action="append",
                      metavar="KEY=VALUE")
+    view_seed: Optional[int] = opt(None, "seed of the training views; unset = --seed, or the teacher "
+                                         "cache's")
     val_center_crop: bool = opt(False, "validate on a centre crop instead of the whole image")
     renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
     decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
@@ -111,7 +114,8 @@ class TrainConfig:
     compile: str = opt("auto", "compile the training step: 'auto' (on with CUDA), 'on' or 'off'",
                        choices=("auto", "on", "off"))
     device: str = opt("auto", DEVICE_HELP)
-    seed: int = opt(0, "seed of epoch order and views (and of the weights unless --init-seed)")
+    seed: int = opt(0, "seed of the epoch order (and of the views and weights unless --view-seed / "
+                       "--init-seed)")
     init_seed: Optional[int] = opt(None, "seed of the weights and dropout; unset = --seed", sweep=True)
     runs_dir: str = opt("runs", "folder that holds run folders", path=True)
     tag: Optional[str] = opt(None, "suffix of the run folder name")
@@ -213,11 +217,12 @@ class ExportConfig:
 @dataclass
 class ViewsConfig:
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
-    view_spec: str = opt("default", "training augmentation base: 'default' or 'plain'")
+    view_spec: Optional[str] = opt(None, "training augmentation base: 'default' or 'plain'; unset = "
+                                         "'default', or the cache's")
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable); YAML: a `views:` "
                          "section", action="append", metavar="KEY=VALUE")
     cache: Optional[str] = opt(None, "show the views stored in this teacher cache instead", path=True)
-    seed: int = opt(0, "seed of the view parameters")
+    seed: Optional[int] = opt(None, "seed of the view parameters; unset = 0, or the cache's")
     samples: int = opt(6, "samples shown (rows)", lo=1)
     views: int = opt(6, "views per sample (columns)", lo=1)
     size: int = opt(96, "rendered size in pixels", lo=8)
@@ -233,13 +238,13 @@ class RunsConfig:
     kind: Optional[str] = opt(None, "only runs of this kind: 'teacher' or 'student'",
                               choices=("teacher", "student"))
     sort: str = opt("time", "order: 'time' or 'val_acc'", choices=("time", "val_acc"))
-    sweep: Optional[str] = opt(None, "only the members of this sweep (id or folder), best first")
+    sweep: Optional[str] = opt(None, "only the members of this sweep (folder, id or short id), best first")
     wide: bool = opt(False, "every column, nothing shortened")
     csv: bool = opt(False, "print CSV (every column) instead of a table")
     json: bool = opt(False, "print JSON (every field) instead of a table")
     diff: Optional[list] = opt(None, "two runs (folders or short ids) to compare", nargs=2, metavar="RUN")
-    plot: Optional[list] = opt(None, "runs to draw on one figure (val accuracy and recalls per epoch)",
-                               nargs="+", metavar="RUN")
+    plot: Optional[list] = opt(None, "runs or sweeps (folders, ids or short ids) to draw on one figure: "
+                                     "val accuracy, recalls and alpha per epoch", nargs="+", metavar="RUN")
     out: Optional[str] = opt(None, "with --plot: the PNG to write (default RUNS_DIR/compare.png)", path=True)
 
 
@@ -681,6 +686,14 @@ def from_args(cls, ns: argparse.Namespace):
              and k != "bench_command"}
     yaml_data = load_yaml(ns._config) if getattr(ns, "_config", None) else None
     where = str(getattr(ns, "_config", None) or "config")
+    if flags.get("resume"):  # a resumed run keeps the settings it started with
+        given = [f"--{k.replace('_', '-')}" for k in flags if k not in ("resume", "runs_dir")]
+        if yaml_data:
+            given.append("--config")
+        if given:
+            raise UserError(f"--resume continues a run with the settings it started with; drop "
+                            f"{', '.join(given)} (a new run with other settings can start from "
+                            f"its weights with --init RUN/last.pt)")
     if cls is DistillConfig:
         return resolve_sweep(cls, yaml_data, flags, where=where)
     return resolve(cls, yaml_data, flags, where=where)

@@ -1,13 +1,13 @@
 """torchrun support in one place. With one process every function here is a no-op.
 
 `torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK; we then join the process group (NCCL on
-GPU, gloo on CPU). Each rank takes a disjoint part of every epoch (epochs.rank_slice);
-metrics are summed across ranks; only rank 0 writes records.
+GPU, gloo on CPU). Each rank takes a disjoint part of every epoch (epochs.rank_slice) and
+runs the same number of full batches (the trainer drops each rank's remainder), so no rank
+waits on another; metrics are summed across ranks; only rank 0 writes records.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -54,10 +54,6 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def device_of(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def rank_part(order: np.ndarray) -> np.ndarray:
     return rank_slice(order, rank(), world_size())
 
@@ -69,28 +65,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def max_int(x: int) -> int:
-    if not active():
-        return x
-    t = torch.tensor([x], device=device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
 def wrap(model):
     """DistributedDataParallel when launched by torchrun; the model itself otherwise."""
     if not active():
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
-    ids = [device_of(model).index] if device_of(model).type == "cuda" else None
+    device = next(model.parameters()).device
+    ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids)
-
-
-def join(model):
-    """Ranks whose part of the epoch is one batch shorter must not hang the others."""
-    if active() and hasattr(model, "join"):
-        return model.join()
-    return contextlib.nullcontext()
 
 
 def barrier() -> None:

@@ -1,230 +1,308 @@
-"""The one training loop. Teacher training, supervised students and distillation differ only
-in where the views come from and whether teacher logits enter the loss (`Teacher` below)."""
+"""The one training loop: teacher training, supervised students and distillation, one
+student or a sweep of several that share every rendered batch. Only the loss (losses.py)
+and where views and logits come from (teacher.py) differ.
+
+    for epoch in epochs:
+        views = source.views(epoch)
+        for x, y, idx in train.batches(order(epoch), views):     # every batch full-size
+            z_t = source.logits(epoch, idx, views)              # a table lookup when cached
+            for s in students: s.step(x, y, z_t)
+        settle BatchNorm and evaluate every student on the same batches
+        for s in students: s.end_epoch(...)                      # record, checkpoint, stop
+"""
 
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vwwfast import config as C
-from vwwfast.errors import UserError
+from vwwfast import distributed as D
 from vwwfast.data import SplitData
-from vwwfast.evaluate import evaluate
+from vwwfast.epochs import epoch_order, steps_per_rank
+from vwwfast.errors import UserError
+from vwwfast.evaluate import evaluate, fmt_metric, model_predictor
+from vwwfast.losses import KDRecipe
+from vwwfast.metrics import confusion_matrix, summarize
 from vwwfast.models import autocast
+from vwwfast.progress import bar, info, result, warn
+from vwwfast.render import resolve_device
+from vwwfast.runs import Run
+from vwwfast.shards import ShardSet
+from vwwfast.student import Student, views_digest
+from vwwfast import teacher as TS
+
+__all__ = ["train_teacher", "distill", "fit", "evaluate", "settle_bn"]
+
+
+# ---------------------------------------------------------------------------------------
+# BatchNorm and evaluation, for every student over the same batches
+
+@torch.no_grad()
+def settle_bn(models: list, data: SplitData, order: np.ndarray, params: np.ndarray,
+              batch_size: int, images: list[int]) -> None:
+    """Recompute BatchNorm running statistics with the current weights: a cumulative average
+    over images[k] training views for model k, the batches rendered once for all. Running
+    averages that trail fast-moving weights otherwise leave short runs evaluating at the
+    majority-class rate."""
+    todo = []
+    for model, n in zip(models, images):
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if bns and n > 0:
+            todo.append((model, n, bns, [m.momentum for m in bns]))
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None
+            model.train()
+    if not todo:
+        return
+    start = 0
+    for x, _, _ in data.batches(order[:max(n for _, n, _, _ in todo)], params, batch_size):
+        for model, n, _, _ in todo:
+            if start < n:  # a model that settles on fewer images sees a prefix of the same batches
+                with autocast(x.device):
+                    model(x[:n - start].contiguous(memory_format=torch.channels_last))
+        start += len(x)
+    for _, _, bns, momenta in todo:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+            if D.active():  # every rank saw a different part: evaluate with their average
+                for buf in (m.running_mean, m.running_var):
+                    buf.copy_(D.all_reduce_sum(buf) / D.world_size())
 
 
 @torch.no_grad()
-def settle_bn(model, data: SplitData, order: np.ndarray, params: np.ndarray, batch_size: int,
-              images: int) -> None:
-    """Recompute BatchNorm running statistics with the current weights (a cumulative average
-    over `images` training views). Running averages that trail fast-moving weights otherwise
-    leave short runs evaluating at the majority-class rate."""
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not bns or images <= 0:
-        return
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for x, _, _ in data.batches(order[:images], params, batch_size):
-        with autocast(x.device):
-            model(x.contiguous(memory_format=torch.channels_last))
-    for m, momentum in zip(bns, momenta):
-        m.momentum = momentum
-    from vwwfast import distributed as D
-    if D.active():  # every rank saw a different part: evaluate with their average
-        for m in bns:
-            for buf in (m.running_mean, m.running_var):
-                buf.copy_(D.all_reduce_sum(buf) / D.world_size())
+def evaluate_many(models: list, data: SplitData, batch_size: int, center_crop: bool) -> list[dict]:
+    """`evaluate` for several models over the same rendered batches."""
+    if len(models) == 1:
+        return [evaluate(models[0], data, batch_size, center_crop)]
+    from vwwfast.data import val_params
+    predictors = [model_predictor(m) for m in models]
+    order = D.rank_part(np.arange(len(data)))
+    cms = [torch.zeros(2, 2, dtype=torch.long, device=data.renderer.device) for _ in models]
+    start = time.perf_counter()
+    for x, y, _ in data.batches(order, val_params(data.split, center_crop), batch_size):
+        for k, predict in enumerate(predictors):
+            cms[k] += confusion_matrix(predict(x).argmax(1), y)
+    seconds = time.perf_counter() - start
+    out = []
+    for cm in cms:
+        m = summarize(D.all_reduce_sum(cm))
+        m["img_per_s"] = m["n"] * len(models) / max(seconds, 1e-9)
+        out.append(m)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
 # The loop
 
-def onecycle(optimizer, cfg, total_steps: int):
-    # OneCycleLR divides by each phase's length: keep both phases at least one step long.
-    total_steps = max(total_steps, 3)
-    pct = min(max(cfg.pct_start, 2 / total_steps), 1 - 1 / total_steps)
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct,
-        div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor)
+def _short(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
-def make_optimizer(model, cfg):
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=True)
-    raise UserError(f"--optimizer must be 'adamw' or 'sgd', got '{cfg.optimizer}'")
+def epoch_line(epoch: int, epochs: int, record: dict, eta_s: float | None, label: str = "") -> str:
+    """What the console shows after an epoch, every figure labelled."""
+    line = (f"epoch {epoch:>3}/{epochs}  val acc {fmt_metric(record['val_acc'], 4)}  "
+            f"recall no-person {_short(record['recall_0'])} / person {_short(record['recall_1'])}  "
+            f"loss {record['loss']:.4f} (ce {record['loss_ce']:.3f}")
+    if record.get("alpha") or record.get("term_kl"):
+        line += f" kl {record['loss_kl']:.3f} alpha {record['alpha']:.2f}"
+    if record.get("margin_weight"):
+        line += f" margin {record['loss_margin']:.3f}"
+    line += f")  lr {record['lr']:.1e}  {record['img_per_s']:,.0f} img/s"
+    if eta_s is not None:
+        line += f"  ETA {_duration(eta_s)}"
+    return f"{label}  {line}" if label else line
 
 
-def _check(cfg) -> None:
-    for name in ("epochs", "batch_size", "input_size"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if cfg.lr <= 0:
-        raise UserError("--lr must be positive")
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def fit(cfg, kind: str, teacher=None, run=None) -> dict:
-    """Train a model on cfg.shards; `teacher` (None, or a teacher.Teacher) adds the KD terms."""
-    from vwwfast import distributed as D
-    from vwwfast.epochs import epoch_order
-    from vwwfast.losses import alpha_at, kd_loss, margin_at
-    from vwwfast.models import build_model, save_checkpoint
-    from vwwfast.render import resolve_device
-    from vwwfast.progress import bar, info
-    from vwwfast.runs import Run
-    from vwwfast.shards import ShardSet
-    from vwwfast.views import view_params, view_spec
+def _steps(n: int, batch_size: int) -> int:
+    steps = steps_per_rank(n, D.world_size(), batch_size, drop_last=True)
+    if steps < 1:
+        raise UserError(f"--batch-size {batch_size} is larger than the {n // D.world_size()} training "
+                        f"samples each process gets; lower it")
+    return steps
 
-    _check(cfg)
-    device = D.device() if D.active() else resolve_device(cfg.device)
-    shards = ShardSet.open(cfg.shards)
-    for split in ("train", "val"):
-        shards.require_both_classes(split)
-    spec = view_spec(cfg.view_spec)
-    train = SplitData(shards, "train", cfg, device, cfg.input_size)
-    val = SplitData(shards, "val", cfg, device, cfg.input_size)
-    if teacher is not None:
-        teacher.prepare(shards, train, val, device)
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, bn_momentum=cfg.bn_momentum, pretrained=cfg.pretrained,
-                        init=cfg.init).to(device)
-    model = model.to(memory_format=torch.channels_last)  # faster on GPUs and on CPUs (oneDNN)
-    optimizer = make_optimizer(model, cfg)
-    steps_per_epoch = math.ceil(len(D.rank_part(np.arange(len(train)))) / cfg.batch_size)
-    steps_per_epoch = D.max_int(steps_per_epoch)
-    scheduler = onecycle(optimizer, cfg, cfg.epochs * steps_per_epoch)
-
-    start_epoch, best = 0, {"val_acc": -1.0, "epoch": -1}
-    if run is None and D.is_main():
-        run = Run.create(cfg.runs_dir, kind, cfg)
-    if cfg.resume:
-        state = torch.load(Path(cfg.resume) / "last.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best = state["epoch"] + 1, state["best"]
-        if D.is_main():  # drop records of an epoch that was logged but never checkpointed
-            kept = [r for r in run.epochs() if r["epoch"] < start_epoch]
-            (run.path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    step_model = D.wrap(model)
-    if cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda"):
-        step_model = torch.compile(step_model)
-
-    wall0, images_seen, train_seconds = time.perf_counter(), 0, 0.0
+def fit(cfgs: list, kind: str, runs: list | None = None, sweep=None, fresh: bool = False) -> list[dict]:
+    """Train one student per config on cfgs[0].shards, every batch shared. The configs agree
+    on everything a student cannot own (checked by config.resolve_sweep). `runs`: the run
+    records, one per config: new ones (fresh=True) or ones to continue (resume)."""
+    base = cfgs[0]
+    C.require(base, "shards")
+    device = D.device() if D.active() else resolve_device(base.device)
+    needs_teacher = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
+    train = val = source = None
+    students: list[Student] = []
+    wall0 = time.perf_counter()
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            torch.manual_seed(cfg.seed * 1000 + epoch)  # resume replays the same randomness
-            order = D.rank_part(epoch_order(len(train), cfg.seed, epoch))
-            if teacher is not None and teacher.provides_views:
-                params = teacher.train_params(epoch)
-            else:
-                params = view_params(spec, cfg.seed, epoch, np.arange(len(train)),
-                                     train.split.heights, train.split.widths)
-            alpha = alpha_at(teacher.alpha, teacher.alpha_end, epoch, cfg.epochs) if teacher else 0.0
-            mw = (margin_at(teacher.margin_weight, teacher.margin_weight_end,
-                            teacher.margin_decay_end_epoch, epoch) if teacher else 0.0)
-            temperature = teacher.temperature if teacher else 1.0
-            gamma = teacher.confidence_gamma if teacher else 0.0
-            loss_sums = torch.zeros(4, device=device)  # summed on the device: no sync per step
-            n_batches, n_images = 0, 0
-            step_model.train()
-            t0 = time.perf_counter()
-            with bar(f"epoch {epoch + 1}/{cfg.epochs}", len(order)) as advance, D.join(step_model):
-                for x, y, idx in train.batches(order, params, cfg.batch_size):
-                    z_t = teacher.logits(epoch, idx, params) if teacher else None
-                    with autocast(device):
-                        z_s = step_model(x.contiguous(memory_format=torch.channels_last))
-                    loss, terms = kd_loss(z_s, z_t, y, alpha=alpha, temperature=temperature,
-                                          confidence_gamma=gamma, margin_weight=mw,
-                                          label_smoothing=cfg.label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    loss_sums += torch.stack([loss.detach(), terms["ce"], terms["kl"], terms["margin"]])
-                    n_batches += 1
-                    n_images += len(y)
-                    advance(len(y))
-            for _ in range(steps_per_epoch - n_batches):
-                scheduler.step()  # ranks with a short part keep the schedule in step
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
-            counts = D.all_reduce_sum(torch.tensor([n_batches, n_images], device=device, dtype=torch.float64))
-            n_images_all = int(counts[1].item())
-            means = (D.all_reduce_sum(loss_sums) / max(counts[0].item(), 1)).tolist()
-            sums = dict(zip(("loss", "loss_ce", "loss_kl", "loss_margin"), means))
-            train_seconds += seconds
-            images_seen += n_images_all
-            settle_bn(model, train, order, params, cfg.batch_size, cfg.bn_settle)
-            metrics = evaluate(model, val, cfg.batch_size * 2, cfg.val_center_crop)
-            record = {"epoch": epoch, **sums, "alpha": alpha, "margin_weight": mw,
-                      "lr": scheduler.get_last_lr()[0], "val_acc": metrics["acc"],
-                      "recall_0": metrics["recall_0"], "recall_1": metrics["recall_1"],
-                      "confusion": metrics["confusion"], "img_per_s": n_images_all / max(seconds, 1e-9),
-                      "time_s": seconds, "views_sha256": views_digest(params)}
-            if teacher is not None:
-                record.update(teacher.epoch_note(epoch))
-            improved = metrics["acc"] > best["val_acc"]
-            if improved:
-                best = {"val_acc": metrics["acc"], "epoch": epoch, **metrics}
-            if D.is_main():
-                run.log_epoch(record)
-                ckpt_args = dict(arch=cfg.arch, input_size=cfg.input_size, config=C.to_dict(cfg),
-                                 epoch=epoch, metrics=metrics)
-                if improved:
-                    save_checkpoint(run.path / "model.pt", model, **ckpt_args)
-                save_checkpoint(run.path / "last.pt", model, **ckpt_args, extra={
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "best": best})
-                info(f"epoch {epoch + 1:>3}/{cfg.epochs}  loss {sums['loss']:.4f}  "
-                     f"val acc {metrics['acc']:.4f}  recall {_fmt(metrics['recall_0'])}/"
-                     f"{_fmt(metrics['recall_1'])}  {record['img_per_s']:,.0f} img/s")
-            if cfg.patience and epoch - best["epoch"] >= cfg.patience:
-                info(f"early stop: no better val accuracy for {cfg.patience} epochs")
-                break
+        shards = ShardSet.open(base.shards)
+        for split in ("train", "val"):
+            shards.require_both_classes(split)
+        source = TS.make_source(base, shards, device, needs_teacher=needs_teacher)
+        train = SplitData(shards, "train", base, device, base.input_size)
+        val = SplitData(shards, "val", base, device, base.input_size)
+        steps = _steps(len(train), base.batch_size)
+        fingerprints = TS.source_fingerprints(source, shards)
+        if runs and not fresh:
+            _check_fingerprints(runs, fingerprints)
+        students = _make_students(cfgs, kind, device, steps, runs, sweep, source, fingerprints,
+                                  resume=bool(runs) and not fresh)
+        _loop(students, base, source, train, val, steps, wall0)
     except KeyboardInterrupt:
-        if D.is_main() and run is not None:
-            run.finish(_summary(best, wall0, images_seen, train_seconds, device, teacher),
-                       finished=False, card_extra=teacher.card_lines() if teacher else None)
+        closed = _close_records(students, "interrupted", None, wall0, source)
+        if closed and D.is_main():
+            target = sweep.record.path if sweep is not None and sweep.record is not None \
+                else closed[0].get("run_dir")
+            info(f"interrupted; records kept. Continue with: vwwfast "
+                 f"{'train-teacher' if kind == 'teacher' else 'distill'} --resume {target}")
         raise
-    summary = _summary(best, wall0, images_seen, train_seconds, device, teacher)
-    if D.is_main():
-        run.finish(summary, finished=True, card_extra=teacher.card_lines() if teacher else None)
-        info(f"run {run.path}: best val acc {best['val_acc']:.4f} at epoch {best['epoch'] + 1}")
-    summary["run_dir"] = str(run.path) if run is not None else None
-    return summary
+    except BaseException as e:
+        message = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+        if students:
+            _close_records(students, "failed", message, wall0, source)
+        elif fresh and runs and D.is_main():  # records made before the first student
+            for run in runs:
+                run.finish({"error": message}, status="failed")
+        raise
+    finally:
+        for data in (train, val, source):
+            if data is not None:
+                data.close()
+    summaries = _close_records(students, None, None, wall0, source)
+    return summaries
 
 
-def views_digest(params: np.ndarray) -> str:
-    """Names the training views of an epoch, so two runs can show they saw the same ones."""
-    import hashlib
-    return hashlib.sha256(np.ascontiguousarray(params).tobytes()).hexdigest()[:16]
+def _make_students(cfgs, kind, device, steps, runs, sweep, source, fingerprints,
+                   resume: bool) -> list[Student]:
+    students = []
+    for k, cfg in enumerate(cfgs):
+        run = runs[k] if runs else None
+        if run is None and D.is_main():
+            run = Run.create(cfg.runs_dir, kind, cfg)
+        label = sweep.labels[k] if sweep else ""
+        s = Student(cfg, kind, device, steps, run if D.is_main() else None, label)
+        s.wall_before = 0.0
+        if resume:
+            done = run.summary.get("status")
+            if done in ("finished", "failed") and sweep is not None:
+                s.status, s.kept = done, run.summary  # a sweep resume leaves it as it ended
+                students.append(s)
+                continue
+            s.load_last(_load_last(run))
+            s.wall_before = float(run.summary.get("wall_time_s") or 0.0)
+            if D.is_main():
+                run.truncate_epochs(s.start_epoch - 1)  # epochs logged but never checkpointed
+        if s.run is not None:
+            s.run.update_summary({
+                "fingerprints": fingerprints, "teacher": source.describe() if s.recipe.uses_teacher
+                or getattr(cfg, "cache", None) else None,
+                "remarks": source.remarks(cfg.epochs), "device": _device_name(device),
+                **({"sweep": sweep.id} if sweep else {})})
+            info(f"run {s.run.path}" + (f"  ({label})" if label else ""))
+        students.append(s)
+    return students
 
 
-def _fmt(x):
-    return "-" if x is None else f"{x:.3f}"
+def _load_last(run) -> dict:
+    path = run.path / "last.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["epoch"], state["state_dict"]  # noqa: B018 (a checkpoint has both)
+    except FileNotFoundError:
+        raise UserError(f"{run.path} has no last.pt to resume from (no epoch finished)") from None
+    except Exception as e:
+        raise UserError(f"{path} is not a checkpoint ({type(e).__name__}); the run cannot be "
+                        f"resumed, start a new one") from None
+    return state
 
 
-def _summary(best, wall0, images, train_seconds, device, teacher) -> dict:
-    out = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
-           "recall_0": best.get("recall_0"), "recall_1": best.get("recall_1"),
-           "confusion": best.get("confusion"), "wall_time_s": time.perf_counter() - wall0,
-           "img_per_s": images / max(train_seconds, 1e-9), "device": _device_name(device)}
-    if teacher is not None:
-        out.update(teacher.summary())
-    return out
+def _loop(students, base, source, train, val, steps, wall0) -> None:
+    first = min(s.start_epoch for s in students)
+    n = len(train)
+    epoch_seconds: list[float] = []
+    for epoch in range(first, base.epochs + 1):
+        active = [s for s in students if s.active and s.start_epoch <= epoch]
+        if not active:
+            if not any(s.active for s in students):
+                break
+            continue
+        t_epoch = time.perf_counter()
+        params = source.views(epoch)
+        order = D.rank_part(epoch_order(n, base.seed, epoch - 1))
+        for s in active:
+            s.begin_epoch(epoch)
+        t0 = time.perf_counter()
+        with bar(f"epoch {epoch}/{base.epochs}", steps * base.batch_size) as advance:
+            for x, y, idx in train.batches(order[:steps * base.batch_size], params, base.batch_size):
+                z_t = source.logits(epoch, idx, params) if source.needs_teacher else None
+                x = x.contiguous(memory_format=torch.channels_last)
+                for s in active:
+                    s.step(x, y, z_t)
+                advance(len(y))
+        if train.renderer.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        images = steps * base.batch_size * D.world_size()
+        losses = [s.epoch_losses() for s in active]
+        settle_bn([s.model for s in active], train, order, params, base.batch_size,
+                  [s.cfg.bn_settle for s in active])
+        metrics = evaluate_many([s.model for s in active], val, base.batch_size * 2,
+                                base.val_center_crop)
+        digest = views_digest(params)
+        epoch_seconds.append(time.perf_counter() - t_epoch)
+        eta = (base.epochs - epoch) * float(np.mean(epoch_seconds[-3:]))
+        for s, loss, m in zip(active, losses, metrics):
+            train_s = max(seconds - (s.compile_s if epoch == s.start_epoch else 0.0), 1e-9)
+            s.train_s += train_s
+            s.images += images
+            record = {"epoch": epoch, **loss, "lr": s.scheduler.get_last_lr()[0],
+                      "val_acc": m["acc"], "recall_0": m["recall_0"], "recall_1": m["recall_1"],
+                      "confusion": m["confusion"], "img_per_s": images / train_s,
+                      "time_s": seconds, "views_sha256": digest, **source.epoch_note(epoch)}
+            s.end_epoch(epoch, record, m)
+            if s.run is not None:
+                s.run.update_summary({"epochs_done": epoch, "wall_time_s": s.wall_before + (
+                    time.perf_counter() - wall0)})
+                info(epoch_line(epoch, base.epochs, record, eta if s.active else None, s.label))
+                if s.stopped_early:
+                    info(f"{s.label + ': ' if s.label else ''}early stop: no better val accuracy "
+                         f"for {s.cfg.patience} epochs")
+                if s.status == "failed":
+                    warn(f"{s.label + ': ' if s.label else ''}{s.error}; this student stops")
+
+
+def _close_records(students, status, error, wall0, source) -> list[dict]:
+    """Write every student's summary, card and curves; status None = each student's own."""
+    summaries = []
+    for s in students:
+        if getattr(s, "kept", None) is not None:
+            summaries.append({**s.kept, "run_dir": str(s.run.path) if s.run else None})
+            continue
+        own = status or ("finished" if s.status in ("running", "finished") else s.status)
+        if status == "failed" and s.status == "finished":
+            own = "finished"  # it was done before another part failed
+        summary = {**s.summary(), "train_wall_s": s.train_s,
+                   "wall_time_s": s.wall_before + (time.perf_counter() - wall0)}
+        if own == "failed":
+            summary["error"] = s.error or error
+        if own == "interrupted":
+            summary["resume_command"] = f"vwwfast {'distill' if s.kind == 'student' else 'train-teacher'} " \
+                                        f"--resume {s.run.path if s.run else ''}"
+        if s.run is not None:
+            merged = s.run.finish(summary, status=own)
+            summary = {**merged, "run_dir": str(s.run.path)}
+        summaries.append(summary)
+    return summaries
 
 
 def _device_name(device) -> str:
@@ -233,32 +311,169 @@ def _device_name(device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def _check_fingerprints(runs, now: dict) -> None:
+    """A resume refuses any change of what the run depends on (shards, store, teacher, code)."""
+    names = {"shards_content_hash": "the shards", "store_fingerprint": "the teacher cache",
+             "teacher_sha256": "the teacher checkpoint", "vwwfast_version": "the vwwfast version",
+             "git": "the vwwfast code (git commit)"}
+    for run in runs:
+        was = run.summary.get("fingerprints") or {}
+        changed = [names.get(k, k) for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        if changed:
+            raise UserError(f"cannot resume {run.id}: {', '.join(changed)} changed since it started; "
+                            f"start a new run (--init {run.path}/last.pt keeps its weights)")
+
+
 # ---------------------------------------------------------------------------------------
 # Commands
 
-def _resumed(cfg, cls):
-    """A resumed run continues with the config it was started with."""
-    from vwwfast.runs import Run
-    run = Run.open(cfg.resume)
-    if not (run.path / "last.pt").is_file():
-        raise UserError(f"{run.path} has no last.pt to resume from")
-    saved = C.load_yaml(run.path / "config.yaml")
-    saved["resume"] = str(run.path)
-    return C.resolve(cls, saved, {}, where=str(run.path / "config.yaml")), run
+class SweepInfo:
+    """A sweep's id and each member's short label (its swept settings)."""
+
+    def __init__(self, record, labels: list[str]):
+        self.record, self.labels = record, labels
+        self.id = record.id if record is not None else None
+
+
+SHORT = {"alpha": "a", "alpha_end": "ae", "temperature": "T", "confidence_gamma": "g",
+         "margin_weight": "m", "margin_weight_end": "me", "margin_decay_end_epoch": "mde",
+         "label_smoothing": "ls", "lr": "lr", "weight_decay": "wd", "momentum": "mom",
+         "optimizer": "", "pct_start": "pct", "div_factor": "div", "final_div_factor": "fdiv",
+         "patience": "p", "bn_momentum": "bnm", "bn_settle": "bns", "init_seed": "s",
+         "pretrained": "pre", "init": "init"}
+
+
+def member_label(settings: dict) -> str:
+    """alpha 0.5, gamma 2 -> 'a0.5-g2'."""
+    parts = []
+    for k, v in settings.items():
+        text = Path(str(v)).stem if k == "init" and v else ("on" if v is True else "off" if v is False else f"{v:g}" if isinstance(v, float) else str(v))
+        parts.append(f"{SHORT.get(k, k)}{text}")
+    return "-".join(parts)
+
+
+def _resolve_all(cfgs: list) -> list:
+    base = cfgs[0]
+    cached = getattr(base, "cache", None) and getattr(base, "teacher_mode", None) == "cached"
+    if getattr(base, "teacher_mode", None) == "online" and base.cache:
+        raise UserError("--cache is for --teacher-mode cached; drop it (or --teacher-mode online)")
+    store = TS.open_store(base.cache) if cached else None
+    needs = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
+    TS.refuse_unused_teacher(base, needs)
+    return [TS.resolve_settings(c, store) for c in cfgs]
 
 
 def train_teacher(cfg: C.TrainConfig) -> dict:
-    run = None
     if cfg.resume:
-        cfg, run = _resumed(cfg, C.TrainConfig)
+        return _lone(_resume(cfg, C.TrainConfig, "teacher"))
     C.require(cfg, "shards")
-    return fit(cfg, "teacher", teacher=None, run=run)
+    return _lone(fit(_resolve_all([cfg]), "teacher"))
 
 
-def distill(cfg: C.DistillConfig) -> dict:
-    from vwwfast.teacher import make_teacher
-    run = None
+def distill(cfg) -> dict | list[dict]:
+    """`vwwfast distill`: a config, or a config.Sweep of several students."""
+    if isinstance(cfg, C.Sweep):
+        return _sweep(cfg)
     if cfg.resume:
-        cfg, run = _resumed(cfg, C.DistillConfig)
+        summaries = _resume(cfg, C.DistillConfig, "student")
+        return summaries if len(summaries) > 1 else _lone(summaries)
     C.require(cfg, "shards")
-    return fit(cfg, "student", teacher=make_teacher(cfg), run=run)
+    return _lone(fit(_resolve_all([cfg]), "student"))
+
+
+def _lone(summaries: list[dict]) -> dict:
+    """A lone run's summary; a run that failed (a loss that became NaN) exits non-zero."""
+    s = summaries[0]
+    if s.get("status") == "failed":
+        raise UserError(f"run {Path(s.get('run_dir') or '?').name} failed: {s.get('error')}")
+    if s.get("run_dir"):
+        result(f"run {s['run_dir']}: best val acc {fmt_metric(s.get('best_val_acc'), 4)} "
+               f"at epoch {s.get('best_epoch') or '-'}")
+    return s
+
+
+def _sweep(sweep: C.Sweep) -> list[dict]:
+    from vwwfast.runs import SweepRecord
+    base = sweep.configs[0]
+    C.require(base, "shards")
+    cfgs = _resolve_all(sweep.configs)
+    settings = [{k: getattr(c, k) for k in sweep.swept} for c in sweep.configs]
+    labels = [member_label(x) for x in settings]
+    cfgs = [dataclasses.replace(c, tag="_".join(t for t in (c.tag, label) if t))
+            for c, label in zip(cfgs, labels)]
+    record = SweepRecord.create(base.runs_dir, base.tag, sweep.mode, sweep.swept) if D.is_main() else None
+    info(f"sweep of {len(cfgs)} students sharing every batch" + (f": {record.path}" if record else ""))
+    runs = []
+    for c in cfgs:  # records first, so the sweep lists its members from the start
+        run = Run.create(c.runs_dir, "student", c) if D.is_main() else None
+        if record is not None:
+            record.add_member(run.id, settings[len(runs)])
+        runs.append(run)
+    status = "failed"
+    try:
+        summaries = fit(cfgs, "student", runs=[r for r in runs] if D.is_main() else None,
+                        sweep=SweepInfo(record, labels), fresh=True)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if record is not None:
+            record.finish(status)
+    _report_sweep(summaries, SweepInfo(record, labels))
+    return summaries
+
+
+def _report_sweep(summaries: list[dict], sweep: SweepInfo) -> None:
+    """The members side by side (stdout); a sweep where every student failed exits non-zero."""
+    if sweep.record is not None:
+        from vwwfast.runs_table import print_sweep
+        print_sweep(str(sweep.record.path), sweep.record.path.parent)
+    failed = [s for s in summaries if s.get("status") == "failed"]
+    if failed and len(failed) == len(summaries):
+        raise UserError(f"every student of the sweep failed ({failed[0].get('error')})")
+
+
+def _resume(cfg, cls, kind: str) -> list[dict]:
+    """Continue a run (or a whole sweep) with the settings it started with."""
+    from vwwfast.runs import SweepRecord, resolve_run
+    ref = cfg.resume
+    sweep_dir = Path(ref) if (Path(ref) / "sweep.json").is_file() else None
+    if sweep_dir is None and not Path(ref).is_dir():
+        try:
+            sweep_dir = SweepRecord.open(ref, cfg.runs_dir).path
+        except UserError:
+            sweep_dir = None
+    if sweep_dir is not None:
+        record = SweepRecord.open(str(sweep_dir), cfg.runs_dir)
+        runs = [resolve_run(m["run"], record.path.parent) for m in record.members]
+        labels = [member_label(m["settings"]) for m in record.members]
+        sweep = SweepInfo(record, labels)
+    else:
+        runs, sweep = [resolve_run(ref, cfg.runs_dir)], None
+        status = runs[0].summary.get("status")
+        if status == "finished":
+            raise UserError(f"{runs[0].id} already finished ({runs[0].summary.get('epochs_done')} "
+                            f"epochs); to train longer start a new run from its weights: "
+                            f"--init {runs[0].path}/model.pt")
+    cfgs = []
+    for run in runs:
+        saved = C.load_yaml(run.path / "config.yaml")
+        saved.pop("resume", None)
+        cfgs.append(C.resolve(cls, saved, {}, where=str(run.path / "config.yaml")))
+    if sweep is not None and all(r.summary.get("status") in ("finished", "failed") for r in runs):
+        raise UserError(f"every member of sweep {sweep.id} already ended; nothing to resume")
+    info(f"resuming {len(runs)} run{'s' if len(runs) > 1 else ''}" + (f" of sweep {sweep.id}" if sweep else ""))
+    status = "failed"
+    try:
+        summaries = fit(cfgs, kind, runs=runs, sweep=sweep)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if sweep is not None and sweep.record is not None:
+            sweep.record.finish(status)
+    if sweep is not None:
+        _report_sweep(summaries, sweep)
+    return summaries
