@@ -1,19 +1,28 @@
-"""The one place that talks to rich: a console, progress bars with images/s, tables."""
+"""The one place that talks to rich: a console, progress bars with images/s, tables.
+
+Results (summaries, tables, the path of a figure) go to stdout through `out`, `result`,
+`print_table` and `print_result`; progress and logs go to stderr through `console`, `info`,
+`warn` and `bar`. So `vwwfast runs > runs.txt` keeps the table and `vwwfast distill ... >
+log.txt` keeps the result, while the bars stay on the terminal.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
-console = Console(stderr=True, highlight=False)
-out = Console(highlight=False)  # results people may pipe somewhere go to stdout
+# soft_wrap: a long line (a path) is never broken with a newline when it goes to a file.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)  # results people may pipe somewhere go to stdout
 
 
 class _RateColumn(ProgressColumn):
@@ -42,11 +51,17 @@ def _interactive() -> bool:
 
 
 def info(message: str) -> None:
+    """A log line (stderr)."""
     console.print(message)
 
 
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {message}")
+
+
+def result(message: str) -> None:
+    """A result line (stdout): what a person wants in `... > file`."""
+    out.print(message, markup=False)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence]) -> Table:
@@ -58,5 +73,36 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence]) -
     return t
 
 
+def fits_terminal(target: Optional[Console] = None) -> bool:
+    """Whether a result should be fitted to a width: a terminal (or COLUMNS set) or a console
+    a caller made with its own width; stdout piped into a file is not squeezed to 80."""
+    if target is not None and target is not out:
+        return True
+    return out.is_terminal or bool(os.environ.get("COLUMNS"))
+
+
+def natural_width(renderable) -> int:
+    """The width a renderable takes when nothing is squeezed."""
+    probe = Console(width=100_000, highlight=False)
+    return Measurement.get(probe, probe.options, renderable).maximum
+
+
+def print_result(renderable, target: Optional[Console] = None, fit: Optional[bool] = None) -> None:
+    """Print a table (or any renderable) to stdout. Fitted to the terminal when `fit` (by
+    default: when stdout is a terminal); otherwise at its natural width, nothing folded."""
+    target = target or out
+    fit = fits_terminal(target) if fit is None else fit
+    need = natural_width(renderable)
+    if fit or need <= target.width:
+        target.print(renderable)
+        return
+    saved = target._width  # a wider console for this print only: rich prints at most its width
+    target.width = need
+    try:
+        target.print(renderable)
+    finally:
+        target._width = saved
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
-    out.print(table(title, columns, rows))
+    print_result(table(title, columns, rows))

@@ -1,21 +1,30 @@
-"""Run folders and their records: the run log people used to keep by hand.
+"""Run folders and sweep records: the run log people used to keep by hand.
 
 runs/<YYYY-MM-DD_HH-MM-SS>_<kind>_<arch>_vww<size>[_<tag>]/
-    config.yaml    resolved config, written when the run starts
-    metrics.jsonl  one JSON line per epoch
-    summary.json   status ("running" -> "finished" / "unfinished"), best result, versions
-    card.md        goal, change vs the previous run of its kind, config, result, confusion
-    curves.png     loss terms and val accuracy per epoch
-Epochs are stored 0-based (as the trainer counts) and shown 1-based (as the trainer prints).
+    config.yaml    the flat resolved config, written when the run starts
+    metrics.jsonl  one JSON line per epoch, epochs numbered from 1
+    summary.json   status (running -> finished | interrupted | failed), best result, teacher,
+                   fingerprints, versions
+    card.md        goal, result, change vs the previous run of its kind, teacher, config, notes
+                   (card.py)
+    curves.png     loss terms, validation, schedules per epoch (plots.py)
+    events.out.tfevents.*  the same scalars for TensorBoard, when it is installed
+runs/<YYYY-MM-DD_HH-MM-SS>_sweep[_<tag>]/sweep.json   the students of one `distill` pass
+
+A run is named by its folder, its id (the folder name) or its short id: the date-time
+without the year and the tag, e.g. `10-27_15-06-43_kd_a`, or any part of either that only
+one run has. The table, card and plots live in runs_table.py, card.py and plots.py.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import re
-import tempfile
+import secrets
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,34 +35,63 @@ import yaml
 from vwwfast.errors import UserError
 
 KINDS = ("student", "teacher")
+ENDED = ("finished", "interrupted", "failed")
 SHORT_ARCH = {"mobilenet_v3_small": "mbv3s", "mobilenet_v3_large": "mbv3l"}
-# Settings that differ between almost every pair of runs without changing the result.
+# Settings that differ between almost every pair of runs without changing what they learn.
 NOISE = {"note", "tag", "resume", "runs_dir"}
 RESULT_KEYS = ("best_val_acc", "best_epoch", "recall_0", "recall_1", "confusion",
                "wall_time_s", "img_per_s", "device")
+SWEEP_FILE = "sweep.json"
 
 
 def arch_short(arch: str) -> str:
     return SHORT_ARCH.get(arch, arch.replace("_", ""))
 
 
+def _clean_tag(tag: Optional[str]) -> str:
+    """Letters, digits, '_', '-' and single dots (a sweep label such as 'a0.5-T4')."""
+    tag = re.sub(r"[^A-Za-z0-9_.-]+|\.{2,}", "-", tag or "")
+    return re.sub(r"-{2,}", "-", tag).strip("-_.")
+
+
 def run_dir_name(kind: str, arch: str, input_size: int, tag: Optional[str], now: datetime) -> str:
     name = f"{now:%Y-%m-%d_%H-%M-%S}_{kind}_{arch_short(arch)}_vww{input_size}"
-    tag = re.sub(r"[^A-Za-z0-9_-]+", "-", tag or "").strip("-_")
+    tag = _clean_tag(tag)
     return f"{name}_{tag}" if tag else name
 
 
-def _write_atomic(path: Path, data, binary: bool = False) -> None:
-    """Temp file in the same folder + os.replace: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+_RUN_ID = re.compile(r"^\d{4}-(\d\d-\d\d_\d\d-\d\d-\d\d)_(?:student|teacher)_[^_]+_vww\d+(.*)$")
+_SWEEP_ID = re.compile(r"^\d{4}-(\d\d-\d\d_\d\d-\d\d-\d\d_sweep.*)$")
+
+
+def short_id(run_id: str) -> str:
+    """'2025-10-27_15-06-43_student_mbv3s_vww96_kd_a' -> '10-27_15-06-43_kd_a' (date-time
+    without the year, then the tag); a sweep keeps its '_sweep'; other names stay whole."""
+    m = _RUN_ID.match(run_id)
+    if m:
+        return m.group(1) + m.group(2)
+    m = _SWEEP_ID.match(run_id)
+    return m.group(1) if m else run_id
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+
+def write_atomic(path, data) -> None:
+    """Write to a temp name in the same folder, then os.replace: a crash never leaves half a
+    file under the final name. The file gets 0666 less the umask (0644 under the usual 022),
+    as torch.save gives the checkpoints; tempfile.mkstemp would make it 0600."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -65,18 +103,48 @@ def _json_default(x):
     return str(x)
 
 
-def _read_json(path: Path) -> dict:
+def to_json(data) -> str:
+    return json.dumps(data, indent=1, default=_json_default) + "\n"
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a file, {} when it is missing or unreadable (a record being written)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(Path(path).read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
+# ---------------------------------------------------------------------------------------
+# The code that ran
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> Optional[str]:
+    """'abc1234' or 'abc1234+dirty' (something under vwwfast/ changed or is new) when this
+    package runs from a git checkout; None otherwise (an installed wheel, no git). Found from
+    the package's own folder, so running inside some other repository is not mistaken for
+    it. Computed once per process: a run's start and end agree."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=7", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "vwwfast"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dirty = status.returncode != 0 or bool(status.stdout.strip())
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def versions() -> dict:
     from importlib import metadata
     import vwwfast
-    out = {"python": platform.python_version(), "vwwfast": vwwfast.__version__}
+    out = {"vwwfast": vwwfast.__version__, "git": git_commit(), "python": platform.python_version()}
     for name in ("torch", "torchvision", "numpy"):
         try:
             out[name] = metadata.version(name)
@@ -85,12 +153,35 @@ def versions() -> dict:
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# A run
+
+def _new_folder(root: Path, base: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):  # two records started in the same second get -2, -3, ...
+        path = root / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise UserError(f"{root}: too many folders named {base}*; choose another --tag")
+
+
 class Run:
     """One run folder. Create with Run.create (new run) or Run.open (resume, inspect)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path):
         self.path = Path(path)
         self.id = self.path.name
+        self._tb = None  # TensorBoard writer, opened by the first log_epoch
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.id)
 
     @classmethod
     def create(cls, runs_dir, kind: str, cfg, now: Optional[datetime] = None) -> "Run":
@@ -99,41 +190,38 @@ class Run:
             raise ValueError(f"run kind must be one of {KINDS}, got {kind!r}")
         config = dict(cfg) if isinstance(cfg, dict) else to_dict(cfg)
         now = now or datetime.now()
-        root = Path(runs_dir)
-        root.mkdir(parents=True, exist_ok=True)
         base = run_dir_name(kind, config.get("arch", "model"), config.get("input_size", 0),
                             config.get("tag"), now)
-        for i in range(1, 1000):  # two runs started in the same second get -2, -3, ...
-            path = root / (base if i == 1 else f"{base}-{i}")
-            try:
-                path.mkdir()
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise UserError(f"{root}: too many runs named {base}*")
-        run = cls(path)
-        _write_atomic(path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        run = cls(_new_folder(Path(runs_dir), base))
+        write_atomic(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         run._write_summary({"id": run.id, "kind": kind, "status": "running",
-                            "started": now.isoformat(), "created_ns": time.time_ns()})
+                            "started": now.isoformat(timespec="seconds"),
+                            "created_ns": time.time_ns(), "versions": versions()})
         return run
 
     @classmethod
     def open(cls, path) -> "Run":
         p = Path(path)
+        if (p / SWEEP_FILE).is_file():
+            raise UserError(f"{p} is a sweep record, not a run: `vwwfast runs --sweep {p}` lists its "
+                            f"runs; name one of them")
         if not (p / "config.yaml").is_file():
             raise UserError(f"{p} is not a run folder (no config.yaml); pass a folder under "
-                            f"runs/ made by train-teacher or distill")
+                            f"runs/ made by train-teacher or distill, or its short id")
         return cls(p)
 
     # -- records -------------------------------------------------------------------------
     @property
     def config(self) -> dict:
-        return yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        try:
+            data = yaml.safe_load((self.path / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     @property
     def summary(self) -> dict:
-        return _read_json(self.path / "summary.json")
+        return read_json(self.path / "summary.json")
 
     @property
     def kind(self) -> Optional[str]:
@@ -143,53 +231,181 @@ class Run:
         return next((k for k in KINDS if f"_{k}_" in self.id), None)
 
     def _write_summary(self, data: dict) -> None:
-        _write_atomic(self.path / "summary.json", json.dumps(data, indent=1, default=_json_default))
+        write_atomic(self.path / "summary.json", to_json(data))
+
+    def update_summary(self, fields: dict) -> dict:
+        """Merge fields into summary.json (atomically); returns the merged summary."""
+        merged = {**self.summary, **fields}
+        self._write_summary(merged)
+        return merged
 
     def log_epoch(self, record: dict) -> None:
+        """Append one epoch's record to metrics.jsonl (and TensorBoard, when installed)."""
         line = json.dumps(record, default=_json_default)
         with open(self.path / "metrics.jsonl", "a") as f:
             f.write(line + "\n")
             f.flush()
+        from vwwfast import plots
+        if self._tb is None:
+            epoch = record.get("epoch")
+            self._tb = plots.tensorboard_writer(self.path, epoch if isinstance(epoch, int) else 1)
+        if self._tb:
+            plots.tensorboard_epoch(self._tb, record)
+
+    def _close_tb(self) -> None:
+        if self._tb:
+            self._tb.close()
+        self._tb = None
 
     def epochs(self) -> list[dict]:
         """Epoch records in epoch order; an epoch logged twice (a resume replayed it) keeps
         its last record; a torn last line (a crash mid-write) is skipped."""
+        by_epoch: dict = {}
+        for n, rec in enumerate(self._records()):
+            by_epoch[rec.get("epoch", f"line{n}")] = rec
+        return sorted(by_epoch.values(),
+                      key=lambda r: (not isinstance(r.get("epoch"), int), r.get("epoch") or 0))
+
+    def _records(self) -> list[dict]:
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return []
-        by_epoch: dict = {}
-        for n, line in enumerate(path.read_text().splitlines()):
+        out = []
+        for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue
             if isinstance(rec, dict):
-                by_epoch[rec.get("epoch", f"line{n}")] = rec
-        return sorted(by_epoch.values(), key=lambda r: (r.get("epoch") is None, r.get("epoch") or 0))
+                out.append(rec)
+        return out
 
-    def finish(self, summary: dict, finished: bool = True,
-               card_extra: Optional[list[str]] = None) -> dict:
-        """Write summary.json, then card.md and curves.png. Returns the merged summary."""
-        merged = {**self.summary, **summary}
-        merged["status"] = "finished" if finished else "unfinished"
-        merged["ended"] = datetime.now().isoformat()
+    def truncate_epochs(self, last_epoch: int) -> None:
+        """Keep only the records of epochs 1..last_epoch: a resume from the checkpoint of
+        last_epoch drops what was logged after it (it trains those epochs again)."""
+        keep = [r for r in self._records()
+                if isinstance(r.get("epoch"), int) and r["epoch"] <= last_epoch]
+        write_atomic(self.path / "metrics.jsonl",
+                     "".join(json.dumps(r, default=_json_default) + "\n" for r in keep))
+
+    def finish(self, summary: dict, status: str) -> dict:
+        """The run ended (status finished | interrupted | failed): merge `summary` into
+        summary.json, then write card.md and curves.png. Returns the merged summary."""
+        if status not in ENDED:
+            raise ValueError(f"status must be one of {ENDED}, got {status!r}")
+        merged = {**self.summary, **summary, "status": status,
+                  "ended": datetime.now().isoformat(timespec="seconds")}
         for key in RESULT_KEYS:
             merged.setdefault(key, None)
-        # The trainer's "no epoch yet" sentinel (-1) would sort as a real result.
-        if merged["best_epoch"] is not None and merged["best_epoch"] < 0:
+        if merged["best_epoch"] is not None and merged["best_epoch"] < 1:  # "no epoch yet"
             merged["best_epoch"] = merged["best_val_acc"] = None
+        if status != "failed":
+            merged.pop("error", None)           # a failed run that was resumed and finished
+        if status != "interrupted":
+            merged.pop("resume_command", None)
         merged["versions"] = versions()
         self._write_summary(merged)
-        _write_atomic(self.path / "card.md", card_text(self, merged, card_extra or []))
-        write_curves(self)
+        self._close_tb()
+        self.write_card(merged)
         return merged
+
+    def write_card(self, summary: Optional[dict] = None) -> None:
+        """(Re)write card.md and curves.png from the files on disk. The card's notes stay."""
+        from vwwfast import card, plots
+        from vwwfast.progress import warn
+        summary = self.summary if summary is None else summary
+        path = self.path / "card.md"
+        old = path.read_text() if path.is_file() else ""
+        write_atomic(path, card.card_text(self, summary, notes=card.kept_notes(old)))
+        try:
+            plots.write_curves(self)
+        except Exception as e:  # a figure must never cost the run its record
+            warn(f"{self.path / 'curves.png'} not drawn: {type(e).__name__}: {e}")
+
+
+# ---------------------------------------------------------------------------------------
+# A sweep: the students of one `distill` pass
+
+class SweepRecord:
+    """runs/<YYYY-MM-DD_HH-MM-SS>_sweep[_tag]/sweep.json: {"id", "started", "mode", "swept",
+    "members": [{"run", "settings"}], "status"}. Each member is an ordinary run folder."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    def __repr__(self) -> str:
+        return f"SweepRecord({str(self.path)!r})"
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.id)
+
+    @property
+    def data(self) -> dict:
+        return read_json(self.path / SWEEP_FILE)
+
+    @property
+    def members(self) -> list[dict]:
+        return list(self.data.get("members") or [])
+
+    @property
+    def swept(self) -> dict:
+        return dict(self.data.get("swept") or {})
+
+    def _write(self, data: dict) -> None:
+        write_atomic(self.path / SWEEP_FILE, to_json(data))
+
+    @classmethod
+    def create(cls, runs_dir, tag: Optional[str], mode: str, swept: dict,
+               now: Optional[datetime] = None) -> "SweepRecord":
+        now = now or datetime.now()
+        tag = _clean_tag(tag)
+        base = f"{now:%Y-%m-%d_%H-%M-%S}_sweep" + (f"_{tag}" if tag else "")
+        record = cls(_new_folder(Path(runs_dir), base))
+        record._write({"id": record.id, "started": now.isoformat(timespec="seconds"),
+                       "created_ns": time.time_ns(), "mode": mode,
+                       "swept": {k: list(v) for k, v in swept.items()}, "members": [],
+                       "status": "running"})
+        return record
+
+    def add_member(self, run_id: str, settings: dict) -> None:
+        data = self.data
+        data.setdefault("members", []).append({"run": run_id, "settings": dict(settings)})
+        self._write(data)
+
+    def finish(self, status: str) -> None:
+        if status not in ENDED:
+            raise ValueError(f"status must be one of {ENDED}, got {status!r}")
+        self._write({**self.data, "status": status,
+                     "ended": datetime.now().isoformat(timespec="seconds")})
+
+    def runs(self) -> list[Run]:
+        """The member runs that still exist, in the order they were added."""
+        return [Run(self.path.parent / m["run"]) for m in self.members
+                if (self.path.parent / m["run"] / "config.yaml").is_file()]
+
+    @classmethod
+    def open(cls, ref, runs_dir) -> "SweepRecord":
+        """A sweep by folder, id, short id (e.g. 10-27_15-06-43_sweep_kd) or unique part."""
+        p = Path(str(ref))
+        if p.is_dir():
+            if not (p / SWEEP_FILE).is_file():
+                raise UserError(f"{p} is not a sweep folder (no {SWEEP_FILE})")
+            return cls(p)
+        return _match(str(ref), find_sweeps(runs_dir), "sweep", Path(runs_dir))
 
 
 # ---------------------------------------------------------------------------------------
 # Finding runs
 
+def _start_key(record) -> tuple:
+    s = record.summary if isinstance(record, Run) else record.data
+    return (str(s.get("started", "")), s.get("created_ns", 0), record.id)
+
+
 def find_runs(runs_dir) -> list[Run]:
-    """Every run folder in runs_dir, oldest first (by start time, then creation order)."""
+    """Every run folder in runs_dir (not sweep records), oldest first."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
@@ -197,9 +413,12 @@ def find_runs(runs_dir) -> list[Run]:
     return sorted(runs, key=_start_key)
 
 
-def _start_key(run: Run):
-    s = run.summary
-    return (str(s.get("started", "")), s.get("created_ns", 0), run.id)
+def find_sweeps(runs_dir) -> list[SweepRecord]:
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return []
+    found = [SweepRecord(p) for p in root.iterdir() if p.is_dir() and (p / SWEEP_FILE).is_file()]
+    return sorted(found, key=_start_key)
 
 
 def previous_run(run: Run) -> Optional[Run]:
@@ -216,224 +435,48 @@ def config_changes(a: dict, b: dict, skip=NOISE) -> list[tuple[str, object, obje
     return [(k, a.get(k), b.get(k)) for k in keys if k not in skip and a.get(k) != b.get(k)]
 
 
-def resolve_run(ref: str, runs_dir) -> Run:
-    """A run by folder path, by id inside runs_dir, or by a unique part of its id."""
+def _match(ref: str, items: list, what: str, root: Path):
+    """The one item named by its id, its short id, or a part of either that no other has."""
+    for exact in (lambda x: x.id == ref, lambda x: x.short_id == ref):
+        hits = [x for x in items if exact(x)]
+        if len(hits) == 1:
+            return hits[0]
+    hits = [x for x in items if ref in x.id or ref in x.short_id]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        names = ", ".join(x.short_id for x in hits[:6]) + (", ..." if len(hits) > 6 else "")
+        raise UserError(f"'{ref}' matches {len(hits)} {what}s in {root} ({names}); give more of "
+                        f"the id")
+    if what == "run" and any(ref in s.id or ref in s.short_id for s in find_sweeps(root)):
+        raise UserError(f"'{ref}' names a sweep, not a run: `vwwfast runs --sweep {ref} "
+                        f"--runs-dir {root}` lists its runs; name one of them")
+    listing = "`vwwfast runs --runs-dir " + str(root) + "`" + (" lists them" if what == "run"
+                                                              else " lists their runs")
+    raise UserError(f"no {what} '{ref}' in {root}; {listing} (name one by folder, id, or short "
+                    f"id such as 10-27_15-06-43_kd_a)")
+
+
+def resolve_run(ref, runs_dir) -> Run:
+    """A run by folder path, by id inside runs_dir, by short id, or by a unique part of
+    either (e.g. its tag)."""
+    ref = str(ref)
     p = Path(ref)
     if p.is_dir():
         return Run.open(p)
-    if (Path(runs_dir) / ref).is_dir():
-        return Run.open(Path(runs_dir) / ref)
-    matches = [r for r in find_runs(runs_dir) if ref in r.id]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise UserError(f"'{ref}' matches {len(matches)} runs in {runs_dir}; give more of the id")
-    raise UserError(f"no run '{ref}' in {runs_dir}; `vwwfast runs --runs-dir {runs_dir}` lists them")
-
-
-# ---------------------------------------------------------------------------------------
-# Formatting
-
-def _fmt_value(v) -> str:
-    return "unset" if v is None else str(v)
-
-
-def _fmt_metric(v, digits: int = 4) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-def _fmt_epoch(e) -> str:
-    return "-" if e is None else str(int(e) + 1)
-
-
-def _fmt_duration(s) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    h, m, sec = s // 3600, s % 3600 // 60, s % 60
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
-
-
-def _fmt_rate(v) -> str:
-    return "-" if v is None else f"{v:,.0f}"
-
-
-# ---------------------------------------------------------------------------------------
-# Card and curves
-
-def card_text(run: Run, summary: dict, extra: list[str]) -> str:
-    kind = run.kind or "run"
-    config = run.config
-    lines = [f"# {run.id}", "", f"**Goal:** {config.get('note') or '(no note given)'}", "",
-             f"## Change vs previous {kind} run", ""]
-    prev = previous_run(run)
-    if prev is None:
-        lines.append("First run of its kind.")
-    else:
-        changes = config_changes(prev.config, config)
-        lines.append(f"Previous: `{prev.id}`")
-        lines.append("")
-        lines += [f"- {k}: {_fmt_value(a)} -> {_fmt_value(b)}" for k, a, b in changes] \
-            or ["- no setting changed"]
-    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(),
-              "```", "", "## Result", "", "| | |", "|---|---|",
-              f"| status | {summary.get('status')} |",
-              f"| best val acc | {_fmt_metric(summary.get('best_val_acc'))} |",
-              f"| best epoch | {_fmt_epoch(summary.get('best_epoch'))} |",
-              f"| recall no-person (0) | {_fmt_metric(summary.get('recall_0'))} |",
-              f"| recall person (1) | {_fmt_metric(summary.get('recall_1'))} |",
-              f"| wall time | {_fmt_duration(summary.get('wall_time_s'))} |",
-              f"| images/s (train) | {_fmt_rate(summary.get('img_per_s'))} |",
-              f"| device | {summary.get('device') or '-'} |", ""]
-    cm = summary.get("confusion")
-    lines += ["## Confusion matrix (val, best epoch)", ""]
-    if cm:
-        (tn, fp), (fn, tp) = cm
-        lines += ["| | predicted no-person | predicted person |", "|---|---|---|",
-                  f"| **no-person** | TN {tn} | FP {fp} |",
-                  f"| **person** | FN {fn} | TP {tp} |"]
-    else:
-        lines.append("No epoch was evaluated.")
-    if extra:
-        lines += ["", "## Notes", ""] + [f"- {x}" for x in extra]
-    return "\n".join(lines) + "\n"
-
-
-def write_curves(run: Run) -> None:
-    """curves.png: loss terms (left) and val accuracy / recall (right) per epoch."""
-    import io
-    import matplotlib
-    matplotlib.use("Agg")  # no display on a training box
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    records = run.epochs()
-
-    def series(key):
-        pts = [(int(r.get("epoch", i)) + 1, r[key]) for i, r in enumerate(records)
-               if isinstance(r.get(key), (int, float))]
-        return [e for e, _ in pts], [v for _, v in pts]
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in sorted({k for r in records for k in r if k.startswith("loss")}):
-        ax_loss.plot(*series(key), marker=".", label=key)
-    for key, style in (("val_acc", "-"), ("recall_0", "--"), ("recall_1", "--")):
-        ax_acc.plot(*series(key), style, marker=".", label=key)
-    ax_loss.set(title="training loss", xlabel="epoch")
-    ax_acc.set(title="validation", xlabel="epoch")
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend() if records else ax.text(0.5, 0.5, "no epochs recorded", ha="center",
-                                            transform=ax.transAxes)
-    fig.suptitle(run.id, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    _write_atomic(run.path / "curves.png", buf.getvalue(), binary=True)
-
-
-# ---------------------------------------------------------------------------------------
-# `vwwfast runs`
-
-def _row(run: Run) -> dict:
-    s = run.summary
-    return {"id": run.id, "path": str(run.path), "kind": run.kind,
-            "status": s.get("status", "unknown"), "val_acc": s.get("best_val_acc"),
-            "recall_0": s.get("recall_0"), "recall_1": s.get("recall_1"),
-            "best_epoch": s.get("best_epoch"), "wall_time_s": s.get("wall_time_s"),
-            "started": s.get("started"), "config": run.config}
-
-
-def list_runs(runs_dir, kind: Optional[str] = None, sort: str = "time") -> list[dict]:
-    """One dict per run: oldest first (sort='time') or best val acc first (sort='val_acc')."""
-    if kind is not None and kind not in KINDS:
-        raise UserError(f"--kind must be 'teacher' or 'student', got '{kind}'")
-    if sort not in ("time", "val_acc"):
-        raise UserError(f"--sort must be 'time' or 'val_acc', got '{sort}'")
-    rows = [_row(r) for r in find_runs(runs_dir)]
-    rows = [r for r in rows if kind is None or r["kind"] == kind]
-    if sort == "val_acc":  # runs without a result go last
-        rows.sort(key=lambda r: (r["val_acc"] is None, -(r["val_acc"] or 0.0)))
-    return rows
-
-
-def varying_settings(configs: list[dict]) -> list[str]:
-    """Settings whose value differs among the runs that have them (a teacher has no alpha)."""
-    keys: list[str] = []
-    for c in configs:
-        keys += [k for k in c if k not in keys and k not in NOISE]
-    return [k for k in keys
-            if len({json.dumps(c[k], sort_keys=True, default=str) for c in configs if k in c}) > 1]
-
-
-def _print_table(title: str, columns: list[str], rows: list[list], fixed: int = 0) -> None:
-    """Like progress.print_table, but the first `fixed` columns (run id, metrics) never wrap and
-    output that is not a terminal (a pipe, a file) is not squeezed to 80 columns."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from vwwfast.progress import out, table
-    t = table(title, columns, rows)
-    for col in t.columns[:fixed]:
-        col.no_wrap = True
-    for col in t.columns[fixed:]:
-        col.overflow = "fold"
-    console = out
-    if not out.is_terminal:
-        wide = Console(highlight=False, width=100_000)
-        need = Measurement.get(wide, wide.options, t).maximum
-        console = Console(highlight=False, width=max(need, 80))
-    console.print(t)
-
-
-def print_runs(runs_dir, kind: Optional[str] = None, sort: str = "time") -> list[dict]:
-    from vwwfast.progress import info
-    rows = list_runs(runs_dir, kind, sort)
-    if not rows:
-        which = f"{kind} runs" if kind else "runs"
-        info(f"no {which} in {runs_dir} yet; `vwwfast train-teacher` or `vwwfast distill` makes one")
-        return rows
-    settings = varying_settings([r["config"] for r in rows])
-    columns = ["run", "kind", "val acc", "recall 0", "recall 1", "best ep", "status", "wall"]
-    table = [[r["id"], r["kind"] or "?", _fmt_metric(r["val_acc"]), _fmt_metric(r["recall_0"], 3),
-              _fmt_metric(r["recall_1"], 3), _fmt_epoch(r["best_epoch"]), r["status"],
-              _fmt_duration(r["wall_time_s"])] + [_fmt_value(r["config"].get(k)) for k in settings]
-             for r in rows]
-    _print_table(f"{len(rows)} runs in {runs_dir}", columns + settings, table, fixed=len(columns))
-    return rows
-
-
-def diff_runs(a: str, b: str, runs_dir) -> dict:
-    """Settings changed from run a to run b, and the result change (b - a)."""
-    ra, rb = resolve_run(a, runs_dir), resolve_run(b, runs_dir)
-    sa, sb = _row(ra), _row(rb)
-    delta = {k: (sb[k] - sa[k] if sa[k] is not None and sb[k] is not None else None)
-             for k in ("val_acc", "recall_0", "recall_1")}
-    return {"a": sa, "b": sb, "changes": config_changes(sa["config"], sb["config"]), "delta": delta}
-
-
-def print_diff(a: str, b: str, runs_dir) -> dict:
-    from vwwfast.progress import out
-    d = diff_runs(a, b, runs_dir)
-    sa, sb = d["a"], d["b"]
-    out.print(f"a = {sa['id']}\nb = {sb['id']}", soft_wrap=True)
-    if d["changes"]:
-        _print_table("settings changed (a -> b)", ["setting", "a", "b"],
-                     [[k, _fmt_value(x), _fmt_value(y)] for k, x, y in d["changes"]], fixed=1)
-    else:
-        out.print("same settings (note, tag, resume and runs_dir aside)")
-    rows = [[name, _fmt_metric(sa[k]), _fmt_metric(sb[k]),
-             "-" if d["delta"][k] is None else f"{d['delta'][k]:+.4f}"]
-            for k, name in (("val_acc", "val acc"), ("recall_0", "recall no-person"),
-                            ("recall_1", "recall person"))]
-    _print_table("result (best epoch)", ["metric", "a", "b", "b - a"], rows, fixed=4)
-    return d
+    root = Path(runs_dir)
+    if len(p.parts) > 1:  # a path that is not there: perhaps runs_dir holds its folder
+        if (root / p.name).is_dir():
+            return Run.open(root / p.name)
+        raise UserError(f"run folder not found: {p}")
+    if ref and (root / ref).is_dir():
+        return Run.open(root / ref)
+    if not ref:
+        raise UserError("no run given: name one by folder, id or short id")
+    return _match(ref, find_runs(root), "run", root)
 
 
 def runs_command(cfg) -> None:
-    if cfg.diff:
-        if len(cfg.diff) != 2:
-            raise UserError("--diff takes two runs (folders or ids)")
-        print_diff(cfg.diff[0], cfg.diff[1], cfg.runs_dir)
-    else:
-        print_runs(cfg.runs_dir, cfg.kind, cfg.sort)
+    """`vwwfast runs`: the table, --sweep, --diff, --plot (runs_table.py)."""
+    from vwwfast.runs_table import runs_command as command
+    command(cfg)

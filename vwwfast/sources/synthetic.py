@@ -59,6 +59,7 @@ def write_synthetic(out: Path | str, train: int = 1000, val: int = 300, seed: in
     """Write `train` + `val` scenes under `out` in the COCO 2014 layout.
 
     overwrite replaces train2014/, val2014/ and annotations/ (other files in `out` stay).
+    show_progress: a bar while drawing and, at the end, a table of what was made (stdout).
     Returns {"out", "seed", "splits": {split: {"subset", "images", "person"}}, "seconds"},
     "person" counting the images that the VWW rule labels 1.
     """
@@ -114,8 +115,22 @@ def write_synthetic(out: Path | str, train: int = 1000, val: int = 300, seed: in
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")))
         os.replace(tmp, path)
-    return {"out": str(out), "seed": seed, "splits": summary,
+    made = {"out": str(out), "seed": seed, "splits": summary,
             "seconds": round(time.perf_counter() - start, 3)}
+    if show_progress:
+        _report(made)
+    return made
+
+
+def _report(made: dict) -> None:
+    """What synth made: images and labels per split (results to stdout), the next step (stderr)."""
+    from vwwfast.progress import info, print_table
+    rows = [(f"{s['subset']}/", split, s["images"], s["person"], s["images"] - s["person"])
+            for split, s in made["splits"].items()]
+    print_table(f"synthetic scenes in {made['out']} (COCO 2014 layout, seed {made['seed']}, "
+                f"{made['seconds']:.1f} s)", ["folder", "split", "images", "person", "no person"], rows)
+    info(f"labels by the VWW rule (a person over 0.5% of the image) in annotations/; next: "
+         f"vwwfast shard --coco-root {made['out']}")
 
 
 def _progress(description: str, total: int, show: bool):
