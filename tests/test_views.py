@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from vwwfast.errors import UserError
-from vwwfast.views import (COL, PARAM_COLUMNS, ViewSpec, sample_keys, uniforms, val_params,
-                           view_params, view_spec)
+from vwwfast.views import (COL, FIELDS, PARAM_COLUMNS, ViewSpec, in_layout, sample_keys,
+                           spec_conflicts, uniforms, val_params, view_params, view_spec)
 
 N = 20000
 H = np.full(N, 224)
@@ -161,3 +161,224 @@ def test_length_mismatch_refused():
     with pytest.raises(ValueError):
         view_params(ViewSpec(), 0, 0, np.arange(3), [10, 10], [10, 10, 10])
     assert view_params(ViewSpec(), 0, 0, [], [], []).shape == (0, len(PARAM_COLUMNS))
+
+
+# ---------------------------------------------------------------------------------------
+# Every field is a setting: each changes the parameters as its meaning says
+
+def _params(**overrides):
+    return view_params(view_spec("default", overrides), 0, 0, np.arange(N), H, W).astype(np.float64)
+
+
+def _crop_area_ratio(p):
+    hp, wp = p[:, COL["h"]] * 224, p[:, COL["w"]] * 299
+    return hp * wp / (224 * 299), wp / hp
+
+
+def test_erase_setting_erases_a_quarter_within_its_box_ranges():
+    p = _params(erase=0.25, erase_scale=[0.1, 0.3], erase_ratio=[0.5, 2.0])
+    eh, ew = p[:, COL["erase_h"]], p[:, COL["erase_w"]]
+    on = eh > 0
+    assert on.mean() == pytest.approx(0.25, abs=0.015)
+    area, ratio = eh[on] * ew[on], eh[on] / ew[on]
+    assert area.min() >= 0.1 - 1e-6 and area.max() <= 0.3 + 1e-6
+    assert area.min() < 0.11 and area.max() > 0.29
+    assert ratio.min() >= 0.5 - 1e-4 and ratio.max() <= 2.0 + 1e-4
+    assert ratio.min() < 0.55 and ratio.max() > 1.8
+    assert not _params(erase=0.0)[:, COL["erase_y0"]:].any()
+    assert (_params(erase=1.0)[:, COL["erase_h"]] > 0).all()
+
+
+@pytest.mark.parametrize("scale", [(0.08, 1.0), (0.5, 0.6), (0.3, 0.3)])
+def test_scale_bounds_the_crop_area(scale):
+    area, _ = _crop_area_ratio(_params(scale=list(scale)))
+    # whole-pixel rounding of h and w moves the area by a few per cent at most
+    assert area.min() >= scale[0] * 0.97 and area.max() <= scale[1] * 1.03 + 1e-9
+    assert area.min() < scale[0] * 1.03 and area.max() > scale[1] * 0.97
+
+
+@pytest.mark.parametrize("ratio", [(1.0, 1.0), (0.5, 0.7), (1.5, 2.0)])
+def test_ratio_bounds_the_crop_shape(ratio):
+    _, r = _crop_area_ratio(_params(ratio=list(ratio), scale=[0.1, 0.5]))
+    assert r.min() >= ratio[0] * 0.95 and r.max() <= ratio[1] * 1.05
+    assert r.min() < ratio[0] * 1.05 and r.max() > ratio[1] * 0.95
+
+
+@pytest.mark.parametrize("flip", [0.0, 0.2, 1.0])
+def test_flip_probability(flip):
+    assert _params(flip=flip)[:, COL["flip"]].mean() == pytest.approx(flip, abs=0.015)
+
+
+@pytest.mark.parametrize("name", ["brightness", "contrast", "saturation"])
+@pytest.mark.parametrize("amount", [0.0, 0.5, 1.5])
+def test_colour_strength_bounds_its_factor_alone(name, amount):
+    p = _params(**{name: amount})
+    v = p[:, COL[name]]
+    lo, hi = max(0.0, 1 - amount), 1 + amount
+    assert v.min() >= lo - 1e-6 and v.max() <= hi + 1e-6
+    assert v.min() <= lo + 0.01 * (hi - lo) + 1e-9 and v.max() >= hi - 0.01 * (hi - lo) - 1e-9
+    base = _params()
+    others = [c for c in PARAM_COLUMNS if c != name]
+    np.testing.assert_array_equal(p[:, [COL[c] for c in others]], base[:, [COL[c] for c in others]])
+
+
+@pytest.mark.parametrize("hue", [0.0, 0.1, 0.5])
+def test_hue_range(hue):
+    v = _params(hue=hue)[:, COL["hue"]]
+    assert v.min() >= -hue - 1e-7 and v.max() <= hue + 1e-7
+    assert v.min() <= -0.99 * hue and v.max() >= 0.99 * hue
+
+
+def test_crop_false_gives_the_whole_image():
+    p = _params(crop=False, scale=[0.1, 0.2])
+    assert (p[:, :4] == [0, 0, 1, 1]).all()
+    assert p[:, COL["flip"]].mean() == pytest.approx(0.5, abs=0.02)  # the rest still applies
+
+
+def test_plain_base_with_settings():
+    spec = view_spec("plain", {"flip": 0.5, "erase": 0.25})
+    assert not spec.crop and spec.brightness == 0 and spec.flip == 0.5 and spec.erase == 0.25
+    assert not spec.is_plain and view_spec("plain").is_plain and not ViewSpec().is_plain
+    assert view_spec("plain", {"scale": [0.1, 0.2]}).is_plain  # inert without crop
+
+
+def test_values_are_normalised():
+    spec = view_spec("default", {"scale": [0.08, 1], "erase": "1e-3", "flip": 1, "erase-ratio": [1, 2]})
+    assert spec.scale == (0.08, 1.0) and isinstance(spec.scale[1], float)
+    assert spec.erase == 0.001 and spec.flip == 1.0 and spec.erase_ratio == (1.0, 2.0)
+    assert spec == ViewSpec(scale=(0.08, 1.0), erase=0.001, flip=1.0, erase_ratio=(1.0, 2.0))
+    assert hash(spec) == hash(ViewSpec.from_dict(spec.to_dict()))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"erase": 1.5}, "erase must be a probability within [0, 1], got 1.5"),
+    ({"erase": -0.1}, "erase must be a probability"),
+    ({"flip": 2}, "flip must be a probability"),
+    ({"scale": [0.5, 0.2]}, "scale must be 0 < lo <= hi <= 1"),
+    ({"scale": [0.0, 1.0]}, "scale must be 0 < lo <= hi <= 1"),
+    ({"scale": [0.5, 1.5]}, "scale must be 0 < lo <= hi <= 1"),
+    ({"scale": 0.5}, "scale takes two numbers lo, hi"),
+    ({"scale": [0.1, 0.5, 1.0]}, "scale takes two numbers lo, hi"),
+    ({"ratio": [0.0, 1.0]}, "ratio must be 0 < lo <= hi"),
+    ({"ratio": [2.0, 1.0]}, "ratio must be 0 < lo <= hi"),
+    ({"brightness": -0.1}, "brightness must be a strength >= 0"),
+    ({"contrast": -1}, "contrast must be a strength >= 0"),
+    ({"saturation": float("nan")}, "saturation takes a number"),
+    ({"hue": 0.6}, "hue must be within [0, 0.5]"),
+    ({"hue": -0.01}, "hue must be within [0, 0.5]"),
+    ({"erase_scale": [-0.1, 0.2]}, "erase_scale must be 0 <= lo <= hi <= 1"),
+    ({"erase_scale": [0.2, 1.1]}, "erase_scale must be 0 <= lo <= hi <= 1"),
+    ({"erase_scale": [0.0, 0.0]}, "hi > 0"),
+    ({"erase_ratio": [0.0, 3.0]}, "erase_ratio must be 0 < lo <= hi"),
+    ({"erase_ratio": [3.0, 0.3]}, "erase_ratio must be 0 < lo <= hi"),
+    ({"crop": 0}, "crop must be true or false"),
+    ({"crop": "no"}, "crop must be true or false"),
+    ({"flip": True}, "flip takes a number"),
+    ({"erase": "lots"}, "erase takes a number"),
+    ({"erase": None}, "erase takes a number"),
+])
+def test_out_of_range_refused(overrides, message):
+    with pytest.raises(UserError) as e:
+        view_spec("default", overrides)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, hint", [("erasing", "erase"), ("random_erasing", "erase"),
+                                       ("brightnes", "brightness"), ("hflip", "flip"),
+                                       ("erase_scal", "erase_scale")])
+def test_unknown_setting_refused_with_a_hint(key, hint):
+    with pytest.raises(UserError, match=f"unknown setting '{key}'; did you mean '{hint}'"):
+        view_spec("default", {key: 0.1})
+    with pytest.raises(UserError, match="unknown setting 'zoom' \\(settings: crop, scale"):
+        view_spec("plain", {"zoom": 2})
+    with pytest.raises(UserError, match="did you mean 'default'"):
+        view_spec("defualt")
+
+
+def test_direct_construction_is_checked_too():
+    with pytest.raises(UserError):
+        ViewSpec(erase=2.0)
+    with pytest.raises(UserError, match="newer vwwfast"):
+        ViewSpec.from_dict({**ViewSpec().to_dict(), "mixup": 0.2})
+    old = ViewSpec().to_dict()
+    del old["erase_ratio"]  # a record made before a field existed reads with its default
+    assert ViewSpec.from_dict(old) == ViewSpec()
+
+
+def test_seed_run_1_setting_in_yaml():
+    """The seed's first run trains with random erasing on; its second removes it (p=0)."""
+    import yaml
+    from vwwfast.config import DistillConfig, resolve
+    text = """
+views:
+  erase: 0.25
+  erase_scale: [0.02, 0.33]
+  scale: [0.08, 1.0]
+"""
+    cfg = resolve(DistillConfig, yaml.safe_load(text))
+    spec = view_spec(cfg.view_spec or "default", cfg.view)
+    assert spec == ViewSpec(erase=0.25, erase_scale=(0.02, 0.33), scale=(0.08, 1.0))
+    assert spec.non_default() == {"scale": [0.08, 1.0], "erase": 0.25, "erase_scale": [0.02, 0.33]}
+    run2 = resolve(DistillConfig, yaml.safe_load(text.replace("erase: 0.25", "erase: 0")))
+    assert view_spec(run2.view_spec or "default", run2.view).erase == 0.0
+    bad = resolve(DistillConfig, yaml.safe_load("views:\n  random_erasing: 0.25\n"))
+    with pytest.raises(UserError, match="did you mean 'erase'"):
+        view_spec(bad.view_spec or "default", bad.view)
+
+
+def test_non_default():
+    assert ViewSpec().non_default() == {}
+    assert view_spec("default", {"erase": 0.25, "hue": 0.0}).non_default() == {"hue": 0.0, "erase": 0.25}
+    plain = ViewSpec.plain()
+    assert plain.non_default() == {"crop": False, "flip": 0.0, "brightness": 0.0, "contrast": 0.0,
+                                   "saturation": 0.0, "hue": 0.0}
+    assert plain.non_default("plain") == {}
+    for spec in (ViewSpec(erase=0.5, scale=(0.1, 0.9)), plain, view_spec("plain", {"flip": 1})):
+        for base in ("default", "plain"):  # the settings over a base rebuild the spec
+            assert view_spec(base, spec.non_default(base)) == spec
+
+
+def test_describe():
+    assert ViewSpec().describe() == "default"
+    assert view_spec("default", {"erase": 0.25, "crop": False}).describe() == "default, crop=false, erase=0.25"
+    assert view_spec("plain", {"flip": 0.5}).describe("plain") == "plain, flip=0.5"
+    # rounded for show unless rounding would hide a difference
+    assert view_spec("default", {"ratio": [0.5, 4 / 3]}).describe() == "default, ratio=[0.5, 1.3333333333333333]"
+    assert view_spec("default", {"hue": 0.1234567}).describe() == "default, hue=0.1234567"
+
+
+def test_spec_conflicts():
+    store = view_spec("default", {"erase": 0.25})
+    # nothing asked, or asked what the store holds: compatible
+    assert spec_conflicts(store, None, {}) == []
+    assert spec_conflicts(store, None, {"erase": 0.25}) == []
+    assert spec_conflicts(store.to_dict(), "default", {"erase": 0.25}) == []
+    # a setting that contradicts the store
+    assert spec_conflicts(store, None, {"erase": 0}) == ["erase: store 0.25, asked 0.0"]
+    assert spec_conflicts(store, None, {"erase": 0.25, "scale": [0.08, 1.0]}) == \
+        ["scale: store [0.25, 1.0], asked [0.08, 1.0]"]
+    # a named base fixes every field: 'default' alone means erase 0
+    assert spec_conflicts(store, "default", {}) == ["erase: store 0.25, asked 0.0 (from --view-spec default)"]
+    # names are not compared, values are: plain + settings that rebuild the store's spec
+    assert spec_conflicts(store, "plain", store.non_default("plain")) == []
+    assert len(spec_conflicts(store, "plain", {})) == 7
+    # asked settings are checked like any others
+    with pytest.raises(UserError, match="unknown setting 'erasing'"):
+        spec_conflicts(store, None, {"erasing": 0})
+    with pytest.raises(UserError, match="erase must be a probability"):
+        spec_conflicts(store, None, {"erase": 2})
+
+
+def test_in_layout():
+    p = view_params(ViewSpec(erase=0.5), 0, 0, np.arange(10), H[:10], W[:10])
+    assert in_layout(p, PARAM_COLUMNS) is p
+    np.testing.assert_array_equal(in_layout(p[:, ::-1], list(reversed(PARAM_COLUMNS))), p)
+    with pytest.raises(UserError, match="cannot render \\(mix_weight\\)"):
+        in_layout(np.concatenate([p, p[:, :1]], axis=1), list(PARAM_COLUMNS) + ["mix_weight"])
+    with pytest.raises(UserError, match="no view-parameter columns hue"):
+        in_layout(p[:, [i for i in range(len(PARAM_COLUMNS)) if i != COL["hue"]]],
+                  [c for c in PARAM_COLUMNS if c != "hue"])
+
+
+def test_fields_are_the_settings():
+    assert FIELDS == tuple(ViewSpec().to_dict())
