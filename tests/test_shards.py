@@ -184,3 +184,69 @@ def test_dali_reader_round_trip(tiny_coco, tmp_path):
     labels = [int(bytes(np.array(cls[i])).decode()) for i in range(6)]
     assert labels == list(sp.labels)
     assert [np.array(images[i]).shape[:2] for i in range(6)] == list(zip(sp.heights, sp.widths))
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged shard sets: refused cheaply at open, found in full by `shard --verify`
+
+@pytest.fixture
+def shard_set(tiny_coco, tmp_path):
+    splits, _ = coco_items(tiny_coco, "minival")
+    _shard(tmp_path, splits, size=64, samples_per_shard=4)
+    return tmp_path / "out"
+
+
+def _cli(capsys, *argv):
+    from vwwfast.cli import main
+    capsys.readouterr()
+    rc = main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.err.strip(), captured.out
+
+
+@pytest.mark.parametrize("keep", [0.5, "records"])
+def test_truncated_tar_is_refused_at_open(shard_set, keep):
+    tar = shard_set / "train-000000.tar"
+    data = tar.read_bytes()
+    assert len(data) > tarfile.RECORDSIZE
+    # half the file, or whole tar records only (cut where a copy by blocks would stop)
+    n = len(data) // 2 if keep == 0.5 else len(data) - tarfile.RECORDSIZE
+    tar.write_bytes(data[:n])
+    with pytest.raises(UserError, match=r"train-000000.tar is truncated \(.* bytes; its samples need at "
+                                        r"least .*\); the shard set is damaged.*shard --verify"):
+        ShardSet.open(shard_set)
+
+
+def test_missing_tar_or_damaged_table_is_refused_at_open(shard_set):
+    table = shard_set / "val-samples.npy"
+    data = bytearray(table.read_bytes())
+    data[-3] ^= 1
+    table.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="val-samples.npy does not match its sha256"):
+        ShardSet.open(shard_set)
+    data[-3] ^= 1
+    table.write_bytes(bytes(data))
+    (shard_set / "train-000000.tar").unlink()
+    with pytest.raises(UserError, match="train-000000.tar is missing"):
+        ShardSet.open(shard_set)
+
+
+def test_shard_verify_finds_a_flipped_byte(shard_set, capsys):
+    rc, err, out = _cli(capsys, "shard", "--verify", str(shard_set))
+    assert rc == 0 and "OK" in out and "3 tars" in out
+    tar = shard_set / "train-000000.tar"
+    data = bytearray(tar.read_bytes())
+    sp = ShardSet.open(shard_set).split("train")
+    data[int(sp.offsets[1]) + 10] ^= 0x01  # inside a JPEG: the size stays right
+    tar.write_bytes(bytes(data))
+    ShardSet.open(shard_set)  # the cheap check cannot see it
+    (shard_set / "val-000000.idx").write_text("v1.2 0\n")
+    rc, err, out = _cli(capsys, "shard", "--verify", str(shard_set))
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "2 damaged file(s): train-000000.tar, val-000000.idx" in err
+    assert "sha256 differs" in out and "does not index its tar" in out
+
+
+def test_shard_verify_refuses_other_settings(shard_set, capsys):
+    rc, err, _ = _cli(capsys, "shard", "--verify", str(shard_set), "--size", "96")
+    assert rc == 2 and "drop --size" in err

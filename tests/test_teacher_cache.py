@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -7,17 +8,12 @@ import torch
 from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.teacher_cache import TeacherCache, cache_teacher
-from vwwfast.train import distill, train_teacher
+from vwwfast.train import distill
 
 
-@pytest.fixture(scope="module")
-def teacher_ckpt(synth_shards, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("teacher_runs")
-    cfg = C.resolve(C.TrainConfig, dict(shards=str(synth_shards), arch="mobilenet_v3_small",
-                                        input_size=48, epochs=1, batch_size=32, renderer="decoded",
-                                        decoded_size=48, runs_dir=str(runs)))
-    s = train_teacher(cfg)
-    return s["run_dir"] + "/model.pt"
+@pytest.fixture
+def teacher_ckpt(small_teacher):
+    return small_teacher
 
 
 def _cache(shards, teacher, out, **kw):
@@ -58,6 +54,7 @@ def test_cached_logits_equal_online_logits(synth_shards, teacher_ckpt, tmp_path)
     np.testing.assert_allclose(store.logits()[1][idx].astype(np.float32), online, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_resume_and_extend_equal_one_go(synth_shards, teacher_ckpt, tmp_path, monkeypatch):
     import vwwfast.teacher_cache as TC
     one = TeacherCache(_cache(synth_shards, teacher_ckpt, tmp_path / "one.zarr", views=3))
@@ -76,6 +73,8 @@ def test_resume_and_extend_equal_one_go(synth_shards, teacher_ckpt, tmp_path, mo
     assert partial.views_completed == 1
     with pytest.raises(UserError, match="incomplete"):
         partial.check_complete()
+    with pytest.raises(UserError, match="holds 1 of 2 views"):  # not "nothing to do"
+        _cache(synth_shards, teacher_ckpt, tmp_path / "two.zarr", views=1)
     _cache(synth_shards, teacher_ckpt, tmp_path / "two.zarr", views=2)  # resume
     two = TeacherCache(_cache(synth_shards, teacher_ckpt, tmp_path / "two.zarr", views=3))  # extend
     np.testing.assert_array_equal(one.params(), two.params())
@@ -130,8 +129,184 @@ def test_cached_and_online_distill_see_the_same_views(synth_shards, teacher_ckpt
 
 
 def test_plain_store_uses_students_views(synth_shards, teacher_ckpt, tmp_path):
-    out = _cache(synth_shards, teacher_ckpt, tmp_path / "p.zarr", view_spec="plain")
+    out = _cache(synth_shards, teacher_ckpt, tmp_path / "p.zarr", view_spec="plain", views=1)
     store = TeacherCache(out)
     assert store.num_views == 1 and store.plain
     p = store.params()[0]
     assert np.all(p[:, 2:4] == 1.0) and np.all(p[:, 4] == 0)
+
+
+# ---------------------------------------------------------------------------------------
+# A damaged store is refused with one line, never read as numbers
+
+def _copy(store, tmp_path):
+    import shutil
+    out = tmp_path / "copy.zarr"
+    shutil.copytree(store, out)
+    return out
+
+
+def _cli(capsys, *argv):
+    from vwwfast.cli import main
+    capsys.readouterr()
+    rc = main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.err.strip(), captured.out
+
+
+def test_store_records_its_teacher_and_spec(small_store, small_teacher):
+    from vwwfast.views import ViewSpec
+    store = TeacherCache(small_store)
+    who = store.teacher
+    assert who["checkpoint"] == small_teacher and who["role"] == "teacher"
+    assert who["run"] and who["run"] in small_teacher and who["input_size"] == 48
+    assert who["sha256"] == store.fingerprint["teacher_sha256"]
+    assert store.spec == ViewSpec() and store.seed == 0 and not store.plain
+    assert store.attrs["renderer"]["train"] == "decoded"
+
+
+def test_missing_chunk_is_an_error_not_the_fill_value(small_store, tmp_path, capsys):
+    out = _copy(small_store, tmp_path)
+    (out / "train/logits/c/1/1/0").unlink()
+    with pytest.raises(UserError, match=r"damaged: 1 chunk\(s\) of train/logits missing \(first: train/logits/c/1/1/0\)"):
+        TeacherCache(out)
+    (out / "val/logits/c/0/0").unlink()  # also once val is done
+    rc, err, _ = _cli(capsys, "cache-teacher", "--verify", str(out))
+    assert rc == 2 and len(err.splitlines()) == 1 and "delete it" in err
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "random"])
+def test_damaged_chunk_fails_its_checksum(small_store, tmp_path, damage):
+    out = _copy(small_store, tmp_path)
+    chunk = out / "train/params/c/0/1/0"
+    data = bytearray(chunk.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x10
+    elif damage == "truncate":
+        data = data[:len(data) // 2]
+    else:
+        data = bytearray(np.random.default_rng(0).bytes(len(data)))
+    chunk.write_bytes(bytes(data))
+    store = TeacherCache(out)  # opening reads no chunk
+    with pytest.raises(UserError, match=r"damaged: 1 chunk\(s\) of train/params fail their checksum "
+                                        r"\(first: train/params/c/0/1/0\); delete it"):
+        store.params()
+    np.testing.assert_array_equal(store.logits(), TeacherCache(small_store).logits())  # others read
+
+
+def test_torn_metadata_says_damaged(small_store, small_teacher, synth_shards, tmp_path, capsys):
+    out = _copy(small_store, tmp_path)
+    text = (out / "zarr.json").read_text()
+    (out / "zarr.json").write_text(text[:len(text) // 2])
+    with pytest.raises(UserError, match="is damaged: its zarr.json is unreadable"):
+        TeacherCache(out)
+    # writing into it says the same, not "a different teacher, view spec, ..."
+    with pytest.raises(UserError, match="is damaged") as e:
+        _cache(synth_shards, small_teacher, out, views=2)
+    assert "different" not in str(e.value)
+    (out / "zarr.json").write_text(text)
+    (out / "train/logits/zarr.json").unlink()
+    rc, err, _ = _cli(capsys, "cache-teacher", "--verify", str(out))
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "array train/logits is missing or its zarr.json is unreadable" in err
+
+
+def test_store_of_an_older_format_is_refused(small_store, tmp_path):
+    out = _copy(small_store, tmp_path)
+    meta = json.loads((out / "zarr.json").read_text())
+    meta["attributes"]["format_version"] = 1
+    (out / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="format 1, not 2 .*without chunk checksums"):
+        TeacherCache(out)
+
+
+def test_partial_store_says_its_state(small_store, small_teacher, synth_shards, tmp_path):
+    import zarr
+    out = _copy(small_store, tmp_path)
+    zarr.open_group(str(out), mode="r+").attrs.update({"views_completed": 1, "val_done": False})
+    store = TeacherCache(out)
+    with pytest.raises(UserError, match=r"holds 1 of 2 views, no val logits yet; finish it with "
+                                        r"`vwwfast cache-teacher .*--views 2 --out"):
+        store.check_complete()
+    with pytest.raises(UserError, match="holds 1 of 2 views.*run with --views 2 to finish it"):
+        _cache(synth_shards, small_teacher, out, views=1)
+
+
+# ---------------------------------------------------------------------------------------
+# --verify: recompute stored views with the teacher
+
+def test_verify_a_good_store(small_store, capsys):
+    r = cache_teacher(C.resolve(C.CacheTeacherConfig, dict(verify=small_store, samples=12)))
+    assert r["ok"] and r["param_diff"] == 0
+    train, val = r["rows"]
+    assert train[1] == "12" and train[4] == "100.00%" and train[5] == "0"
+    assert val[1] == "12"
+    rc, err, out = _cli(capsys, "cache-teacher", "--verify", small_store, "--samples", "4")
+    assert rc == 0 and "OK" in out and "checksums OK" in out
+
+
+def test_verify_finds_consistently_altered_logits(small_store, tmp_path, capsys):
+    import zarr
+    out = _copy(small_store, tmp_path)
+    a = zarr.open_group(str(out), mode="r+")["train/logits"]
+    a[...] = a[...] + np.float16(0.25)  # rewritten whole: every checksum is right
+    rc, err, _ = _cli(capsys, "cache-teacher", "--verify", str(out), "--samples", "6")
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert re.search(r"train views logits differ from the teacher's by 0\.2\d* beyond float16 rounding "
+                     r"in the median", err)
+
+
+def test_verify_finds_one_chunk_of_another_teacher(small_store, tmp_path):
+    import zarr
+    out = _copy(small_store, tmp_path)
+    a = zarr.open_group(str(out), mode="r+")["train/logits"]
+    a[1, :40] = a[1, :40][:, ::-1] * 3  # one shard's logits from "another teacher"
+    with pytest.raises(UserError, match=r"train views logits differ from the teacher's beyond rounding "
+                                        r"\(fp32\) in \d+ of 48 samples"):
+        cache_teacher(C.resolve(C.CacheTeacherConfig, dict(verify=str(out), samples=48)))
+
+
+def test_verify_finds_altered_view_parameters(small_store, tmp_path):
+    import zarr
+    out = _copy(small_store, tmp_path)
+    a = zarr.open_group(str(out), mode="r+")["train/params"]
+    a[1, :, 4] = 1 - a[1, :, 4]  # every flip inverted
+    with pytest.raises(UserError, match="stored view parameters differ from those regenerated"):
+        cache_teacher(C.resolve(C.CacheTeacherConfig, dict(verify=str(out), samples=2)))
+
+
+def test_verify_needs_the_stores_teacher(small_store, small_teacher, tmp_path):
+    from vwwfast.models import build_model, load_checkpoint, save_checkpoint
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, build_model("mobilenet_v3_small"), arch="mobilenet_v3_small", input_size=48,
+                    config={}, epoch=0, metrics={}, role="teacher")
+    with pytest.raises(UserError, match="is not the teacher of"):
+        cache_teacher(C.resolve(C.CacheTeacherConfig, dict(verify=small_store, teacher=str(other))))
+    with pytest.raises(UserError, match="drop --views"):
+        cache_teacher(C.resolve(C.CacheTeacherConfig, dict(verify=small_store, views=3)))
+    assert load_checkpoint(small_teacher)["role"] == "teacher"
+
+
+# ---------------------------------------------------------------------------------------
+# Which model teaches
+
+def test_student_checkpoint_is_refused_as_teacher(small_teacher, synth_shards, tmp_path):
+    from vwwfast.models import build_model, load_checkpoint, save_checkpoint
+    ck = load_checkpoint(small_teacher)
+    student = tmp_path / "student.pt"
+    model = build_model(ck["arch"])
+    model.load_state_dict(ck["state_dict"])
+    save_checkpoint(student, model, arch=ck["arch"], input_size=48, config={"alpha": 0.5}, epoch=1,
+                    metrics={}, role="student", run="2026-01-01_00-00-00_student_mbv3s_vww48")
+    with pytest.raises(UserError, match="written by a student run \\(2026-01-01_00-00-00_student"):
+        _cache(synth_shards, str(student), tmp_path / "s.zarr", views=1)
+    assert not (tmp_path / "s.zarr").exists()
+    out = _cache(synth_shards, str(student), tmp_path / "s.zarr", views=1, self_distill=True)
+    assert TeacherCache(out).teacher["role"] == "student"
+
+
+def test_teacher_at_another_size_warns_and_records_both(small_teacher, synth_shards, tmp_path, capsys):
+    out = _cache(synth_shards, small_teacher, tmp_path / "t.zarr", views=1, input_size=32)
+    assert "trained at 48 px and is cached at 32 px" in capsys.readouterr().err.replace("\n", " ")
+    store = TeacherCache(out)
+    assert store.fingerprint["teacher_input_size"] == 32 and store.teacher["input_size"] == 48

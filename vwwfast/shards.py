@@ -5,6 +5,10 @@ A split's samples go into `<split>-NNNNNN.tar` with members `<key>.jpg`, `<key>.
 Per split, `<split>-samples.npy` is a small table (label, stored size, tar, byte offset and
 length of the JPEG) so readers seek straight to a sample's bytes without scanning tars.
 `manifest.json` is written last: a folder without it is incomplete.
+
+Trust: opening a shard set checks the manifest's content hash, each samples table's sha256
+(a few MB) and each tar's size against its table (a stat, no hashing), so a truncated or
+missing tar is refused before any work; `vwwfast shard --verify DIR` hashes every file.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import shutil
 import tarfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,12 +241,76 @@ def write_shards(out_dir, splits: dict[str, list[SourceItem]], *, source: dict, 
 # ---------------------------------------------------------------------------------------
 # Reading
 
+def read_manifest(root: Path) -> dict:
+    if not root.is_dir():
+        raise UserError(f"shard folder not found: {root} (make it with `vwwfast shard`)")
+    mf = root / "manifest.json"
+    if not mf.is_file():
+        raise UserError(f"{root} has no manifest.json: the shard run did not finish; "
+                        f"run `vwwfast shard` again with --overwrite")
+    try:
+        manifest = json.loads(mf.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{mf} is not valid JSON; run `vwwfast shard` again") from None
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise UserError(f"{root}: shard format {version} is not {FORMAT_VERSION}; run `vwwfast shard` again")
+    if content_hash(manifest) != manifest.get("content_hash"):
+        raise UserError(f"{mf}: content hash does not match its contents (edited by hand?)")
+    return manifest
+
+
+def read_table(root: Path, name: str, entry: dict) -> np.ndarray:
+    """A split's samples table, checked against the manifest (sha256 of a few MB, and length)."""
+    path = root / entry["samples_file"]
+    if not path.is_file():
+        raise UserError(f"{root}: the samples table of split '{name}' ({path.name}) is missing; "
+                        f"run `vwwfast shard` again")
+    if file_sha256(path) != entry["samples_sha256"]:
+        raise UserError(f"{path} does not match its sha256 in the manifest (damaged or replaced); "
+                        f"run `vwwfast shard` again")
+    table = np.load(path, allow_pickle=False)
+    if table.dtype != SAMPLE_TABLE or len(table) != entry["num_samples"]:
+        raise UserError(f"{path} is not the samples table the manifest describes; run `vwwfast shard` again")
+    return table
+
+
+def _round_up(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def tar_size_problems(root: Path, entry: dict, table: np.ndarray) -> list[str]:
+    """One line per tar of a split that is missing or shorter than its samples say.
+
+    Our writer's tars end with the last sample's .cls and .json members (a 512-byte header
+    and at least one 512-byte block each) and tar's end-of-archive blocks, padded to a whole
+    tar record; so a tar shorter than that, or not a whole number of records, is truncated."""
+    out = []
+    for s in entry["shards"]:
+        path = root / s["file"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            out.append(f"{s['file']} is missing")
+            continue
+        if s["count"] == 0:
+            continue
+        last = table[s["first"] + s["count"] - 1]
+        need = _round_up(_round_up(int(last["offset"]) + int(last["nbytes"]), tarfile.BLOCKSIZE)
+                         + 6 * tarfile.BLOCKSIZE, tarfile.RECORDSIZE)
+        if size < need:
+            out.append(f"{s['file']} is truncated ({size:,} bytes; its samples need at least {need:,})")
+        elif size % tarfile.RECORDSIZE:
+            out.append(f"{s['file']} has {size:,} bytes, not whole tar records (truncated or altered)")
+    return out
+
+
 class Split:
     """One split of a shard set: labels, stored sizes and random access to JPEG bytes."""
 
-    def __init__(self, root: Path, name: str, entry: dict):
+    def __init__(self, root: Path, name: str, entry: dict, table: np.ndarray | None = None):
         self.name = name
-        table = np.load(root / entry["samples_file"])
+        table = read_table(root, name, entry) if table is None else table
         self.labels = table["label"].astype(np.int64)
         self.heights = table["height"].astype(np.int32)
         self.widths = table["width"].astype(np.int32)
@@ -287,23 +356,19 @@ class ShardSet:
 
     @classmethod
     def open(cls, root) -> "ShardSet":
+        """Refuses, with one line, an incomplete or edited manifest, a damaged samples table
+        and a missing or truncated tar."""
         root = Path(root)
-        if not root.is_dir():
-            raise UserError(f"shard folder not found: {root} (make it with `vwwfast shard`)")
-        mf = root / "manifest.json"
-        if not mf.is_file():
-            raise UserError(f"{root} has no manifest.json: the shard run did not finish; "
-                            f"run `vwwfast shard` again with --overwrite")
-        try:
-            manifest = json.loads(mf.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{mf} is not valid JSON; run `vwwfast shard` again") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise UserError(f"{root}: shard format {manifest.get('format_version')} is not "
-                            f"{FORMAT_VERSION}; run `vwwfast shard` again")
-        if content_hash(manifest) != manifest.get("content_hash"):
-            raise UserError(f"{mf}: content hash does not match its contents (edited by hand?)")
-        return cls(root, manifest)
+        shards = cls(root, read_manifest(root))
+        for name, entry in shards.manifest["splits"].items():  # cheap: no tar is hashed
+            table = read_table(root, name, entry)
+            bad = tar_size_problems(root, entry, table)
+            if bad:
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise UserError(f"{root}: {bad[0]}{more}; the shard set is damaged: copy it again or "
+                                f"run `vwwfast shard` again (`vwwfast shard --verify {root}` checks every file)")
+            shards._splits[name] = Split(root, name, entry, table)
+        return shards
 
     @property
     def split_names(self) -> list[str]:
@@ -322,6 +387,63 @@ class ShardSet:
             if counts.get(c, 0) == 0:
                 raise UserError(f"{self.root}: split '{name}' has no {label} samples; "
                                 f"training needs both classes")
+
+
+# ---------------------------------------------------------------------------------------
+# Full check: `vwwfast shard --verify DIR`
+
+def _idx_text(tar_path: Path) -> str:
+    """The DALI index our writer wrote beside a tar, rebuilt from the tar's member headers."""
+    lines: dict[str, list[str]] = {}
+    with tarfile.open(tar_path, "r") as tar:
+        for m in tar:  # headers only: nothing is extracted
+            key, ext = m.name.split(".", 1)
+            lines.setdefault(key, []).append(f"{ext} {m.offset_data} {m.size} {m.name}")
+    return f"v1.2 {len(lines)}\n" + "\n".join(" ".join(v) for v in lines.values()) + "\n"
+
+
+def verify_shards(root) -> dict:
+    """Hash every tar and samples table and compare with the manifest; rebuild each DALI
+    index from its tar. Prints one row per damaged file (or OK); UserError if any is."""
+    from vwwfast.progress import bar, out, print_table
+    root = Path(root)
+    manifest = read_manifest(root)
+    start = time.perf_counter()
+    bad: list[tuple[str, str]] = []
+    files = [(name, e) for name, split in manifest["splits"].items() for e in split["shards"]]
+    total = sum((root / e["file"]).stat().st_size for _, e in files if (root / e["file"]).is_file())
+    for name, split in manifest["splits"].items():
+        path = root / split["samples_file"]
+        if not path.is_file():
+            bad.append((split["samples_file"], "missing"))
+        elif file_sha256(path) != split["samples_sha256"]:
+            bad.append((split["samples_file"], "sha256 differs from the manifest"))
+    with bar(f"verify {root.name}", total, unit="B") as advance:
+        for name, e in files:
+            tar = root / e["file"]
+            if not tar.is_file():
+                bad.append((e["file"], "missing"))
+                continue
+            advance(tar.stat().st_size)
+            if file_sha256(tar) != e["sha256"]:
+                bad.append((e["file"], "sha256 differs from the manifest"))
+                continue
+            idx = tar.with_suffix(".idx")
+            if not idx.is_file():
+                bad.append((idx.name, "missing"))
+            elif idx.read_text(errors="replace") != _idx_text(tar):
+                bad.append((idx.name, "does not index its tar"))
+    seconds = time.perf_counter() - start
+    if bad:
+        print_table(f"damaged files in {root}", ["file", "problem"], bad)
+        names = ", ".join(f for f, _ in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise UserError(f"{root}: {len(bad)} damaged file(s): {names}; copy the shard set again or "
+                        f"run `vwwfast shard` again")
+    n = sum(split["num_samples"] for split in manifest["splits"].values())
+    out.print(f"OK: {root}: {len(files)} tars ({total / 2**20:,.1f} MiB), their DALI indexes and "
+         f"{len(manifest['splits'])} samples tables ({n:,} samples) match the manifest "
+         f"({seconds:.1f} s)")
+    return {"ok": True, "tars": len(files), "samples": n, "bytes": total}
 
 
 def print_summary(manifest: dict, out: Path, seconds: float) -> None:

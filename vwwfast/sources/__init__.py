@@ -6,6 +6,7 @@ metadata) plus a description of itself, so `shards.write_shards` treats them all
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -13,8 +14,16 @@ from vwwfast.errors import UserError
 
 
 def shard_command(cfg) -> dict:
-    """`vwwfast shard`: pick the source, write the shards, print the summary."""
-    from vwwfast.shards import print_summary, write_shards
+    """`vwwfast shard`: pick the source, write the shards, print the summary; with
+    --verify DIR, check an existing shard set instead (every file hashed)."""
+    from vwwfast.shards import print_summary, verify_shards, write_shards
+    if cfg.verify:
+        given = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cfg)
+                 if f.name != "verify" and getattr(cfg, f.name) != (
+                     f.default if f.default_factory is dataclasses.MISSING else f.default_factory())]
+        if given:
+            raise UserError(f"--verify checks a shard folder as it is; drop {', '.join(given)}")
+        return verify_shards(cfg.verify)
     if bool(cfg.coco_root) == bool(cfg.image_folder):
         raise UserError("give exactly one source: --coco-root DIR or --image-folder DIR")
     if cfg.workers < 1:
