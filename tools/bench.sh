@@ -20,6 +20,8 @@ BATCH=${BATCH:-512}
 BATCHES=${BATCHES:-15}
 WORKERS=${WORKERS:-8}
 VIEWS=${VIEWS:-2}
+STUDENTS=${STUDENTS:-1}     # bench kd: also time a sweep of this many students
+COMPILE=${COMPILE:-off}    # bench kd: also time the compiled step (on / auto / off)
 status=0
 step() { echo; echo "== $1 ($(date +%T))"; }
 timed() { local t0=$SECONDS; "$@"; local rc=$?; echo "wall seconds: $((SECONDS - t0))"; return $rc; }
@@ -43,7 +45,7 @@ for r in ${KD_RENDERERS:-decoded dali}; do
     step "bench kd ($r)"
     $V bench kd --shards "$W/shards" --teacher "$T" --cache "$W/t.zarr" --renderer "$r" \
         --batch-size "$BATCH" --batches "$BATCHES" --workers "$WORKERS" --decoded-size 224 \
-        --json "$OUT/bench_kd_$r.json" 2>&1 | tee "$OUT/bench_kd_$r.log" || status=1
+        --students "$STUDENTS" --compile "$COMPILE" --json "$OUT/bench_kd_$r.json" 2>&1 | tee "$OUT/bench_kd_$r.log" || status=1
 done
 step "done (status $status)"
 exit $status

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# GPU checks in one script: the GPU-marked tests, then tools/bench.sh (both benchmarks on a
-# synthetic set made here), everything written as JSON / logs into OUT_DIR. Sized for a few
-# minutes on one H100.
+# GPU checks in one script, sized for one call of at most 9 minutes on one H100 / H200:
+#   1. the GPU-marked tests (bf16 steps, cached = online logits, DALI mixed vs CPU decode)
+#   2. tools/bench.sh: bench loader (every renderer) and bench kd (decoded and dali) with
+#      the compiled step (COMPILE=on) and a sweep of STUDENTS students
+#   3. tools/vww_epoch.sh: the 30-epoch distill over a synthetic set of VWW's sizes
+# Everything is written as JSON / logs into OUT_DIR.
 #
 #   tools/gpu_check.sh OUT_DIR
 #
-# vwwfast and its dependencies must be importable: installed, or on PYTHONPATH (a machine
-# without a package index can unpack wheels into a folder and point PYTHONPATH at it), or
-# installable from local wheels with WHEELS=/path/to/wheels.
+# vwwfast and its dependencies must be importable: installed, or on PYTHONPATH, or
+# installable from local wheels with WHEELS=/path/to/wheels. DALI's wheel (~200 MB) is more
+# than one device call carries: split it (`split -b 60M nvidia_dali*.whl WHEEL.part-`), carry
+# one part per call into WHEELS, back to back while the machine is warm; the parts are
+# joined here (`*.whl.part-*` -> `*.whl`) before installing.
 set -uo pipefail
 OUT=${1:?usage: tools/gpu_check.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -15,6 +20,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [ -n "${WHEELS:-}" ]; then
+    for first in "$WHEELS"/*.whl.part-aa; do
+        [ -e "$first" ] && cat "${first%-aa}"-* > "${first%.part-aa}"
+    done
     $PY -m pip install -q --no-index --find-links "$WHEELS" nvidia-dali-cuda130 webdataset zarr
 fi
 $PY - <<'EOF' | tee "$OUT/env.txt"
@@ -34,5 +42,6 @@ EOF
 status=0
 echo; echo "== GPU tests ($(date +%T))"
 $PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" || status=1
-bash tools/bench.sh "$OUT" || status=1
+COMPILE=${COMPILE:-on} STUDENTS=${STUDENTS:-8} bash tools/bench.sh "$OUT" || status=1
+[ "${SKIP_VWW:-0}" = 1 ] || bash tools/vww_epoch.sh "$OUT" || status=1
 exit $status

@@ -14,7 +14,8 @@ from vwwfast.errors import UserError
 def _synth(cfg):
     from vwwfast.sources.synthetic import write_synthetic
     C.require(cfg, "out")
-    write_synthetic(cfg.out, train=cfg.train, val=cfg.val, seed=cfg.seed, overwrite=cfg.overwrite)
+    write_synthetic(cfg.out, train=cfg.train, val=cfg.val, seed=cfg.seed, overwrite=cfg.overwrite,
+                    workers=cfg.workers)
 
 
 def _shard(cfg):

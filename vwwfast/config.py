@@ -48,6 +48,7 @@ class SynthConfig:
     train: int = opt(1000, "number of training images (train2014/)", lo=1)
     val: int = opt(300, "number of validation images (val2014/)", lo=1)
     seed: int = opt(0, "random seed; the same seed gives the same files")
+    workers: int = opt(1, "processes that draw images (the files do not depend on it)", lo=1)
     overwrite: bool = opt(False, "replace an existing output folder")
 
 
@@ -68,8 +69,8 @@ class ShardConfig:
     limit: Optional[int] = opt(None, "only the first N images of each split (quick tries)", lo=1)
     seed: int = opt(0, "seed of the --val-fraction split")
     overwrite: bool = opt(False, "replace an existing output folder")
-    verify: Optional[str] = opt(None, "check an existing shard folder instead: every tar's size and "
-                                      "sha256 against its manifest", path=True)
+    verify: Optional[str] = opt(None, "check an existing shard folder instead: every tar and samples "
+                                      "table hashed against its manifest, every DALI index rebuilt", path=True)
 
 
 @dataclass
@@ -157,7 +158,8 @@ class DistillConfig(TrainConfig):
 
 @dataclass
 class CacheTeacherConfig:
-    shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
+    shards: str = opt("", "shard folder written by `vwwfast shard` (required; with --verify: the store's "
+                          "own by default)", path=True)
     teacher: str = opt("", "teacher checkpoint (.pt) (required; with --verify: the store's own by default)",
                        path=True)
     views: int = opt(10, "number of augmented views E per training sample", lo=1)
@@ -175,7 +177,8 @@ class CacheTeacherConfig:
     self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher")
     verify: Optional[str] = opt(None, "check this store instead: recompute --samples stored views with "
                                       "the teacher and compare", path=True)
-    samples: int = opt(64, "with --verify: random stored views recomputed", lo=1)
+    samples: int = opt(64, "with --verify: random stored (view, sample) pairs recomputed, and as many "
+                           "val samples", lo=1)
     device: str = opt("auto", DEVICE_HELP)
 
 
@@ -203,13 +206,16 @@ class ExportConfig:
     run: str = opt("", "a run folder or short id, or a checkpoint (.pt)", positional=True, path=True)
     format: str = opt("onnx", "comma-separated: 'onnx', 'tflite' (needs vwwfast[tflite])")
     int8: bool = opt(True, "also write int8 files, calibrated on the run's training views")
-    calib: int = opt(512, "training views used to calibrate int8", lo=1)
-    qat_epochs: int = opt(0, "quantization-aware fine-tuning epochs before int8; 0 = off", lo=0)
+    calib: int = opt(512, "training views used to calibrate int8 (the run's own views, rendered "
+                          "with its renderer settings)", lo=1)
+    qat_epochs: int = opt(0, "quantization-aware fine-tuning epochs before int8; 0 = off (not "
+                             "implemented yet: values above 0 are refused)", lo=0)
     shards: str = opt("", "shard folder (default: the run's)", path=True)
     out: Optional[str] = opt(None, "output folder (default RUN/export)", path=True)
     batch_size: int = opt(256, "evaluation batch size", lo=1)
-    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
-    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    renderer: str = opt("auto", "renderer of the val evaluation: 'auto', 'decoded', 'dali' or "
+                                "'reference' (calibration uses the run's own)", choices=RENDERER_CHOICES)
+    decoded_size: int = opt(160, "side of the decoded cache of the val evaluation in pixels", lo=8)
     runs_dir: str = opt("runs", "folder that holds run folders (for short ids)", path=True)
     device: str = opt("auto", DEVICE_HELP)
 

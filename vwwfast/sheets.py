@@ -142,8 +142,8 @@ def _store_views(cfg, shards, idx: np.ndarray):
     n_views = min(cfg.views, done)
     if n_views < cfg.views:
         info(f"{store.path} holds {done} views: showing {n_views}, not {cfg.views}")
-    params = store.group["train/params"].oindex[:n_views, idx, :]
-    params = in_layout(np.asarray(params), store.attrs["param_columns"], str(store.path))
+    params = store.read("train/params", (slice(0, n_views), idx, slice(None)))
+    params = in_layout(params, store.attrs["param_columns"], str(store.path))
     base = store.attrs.get("view_spec_name", "default")
     spec = ViewSpec.from_dict(fp["view_spec"], str(store.path))
     title = (f"{store.path.name};  views 1-{n_views} of {store.num_views};  {spec.describe(base)};  "

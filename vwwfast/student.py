@@ -82,7 +82,9 @@ class Student:
         self.forward_loss = self._forward_loss
         self.constant_weights = self.recipe.at(1, cfg.epochs)
         if self.compiled:
-            mode = "max-autotune" if device.type == "cuda" else None  # CUDA graphs + autotuning
+            # CUDA graphs on the GPU: a MobileNetV3-Small step at 96 px is bound by kernel
+            # launches. "reduce-overhead" rather than "max-autotune": minutes less compilation.
+            mode = "reduce-overhead" if device.type == "cuda" else None
             self.forward_loss = torch.compile(self._forward_loss, mode=mode, dynamic=False)
         self.start_epoch = 1               # the first epoch this process trains
         self.best = {"val_acc": -1.0, "epoch": 0}

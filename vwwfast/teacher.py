@@ -25,7 +25,7 @@ from vwwfast.data import SplitData
 from vwwfast.errors import UserError
 from vwwfast.models import autocast, check_teacher, describe_teacher, load_checkpoint, model_from_checkpoint
 from vwwfast.shards import file_sha256
-from vwwfast.views import ViewSpec, in_layout, spec_conflicts, view_params, view_spec
+from vwwfast.views import ViewSpec, spec_conflicts, view_params, view_spec
 
 
 class OwnViews:
@@ -68,10 +68,9 @@ class CachedTeacher(OwnViews):
     def __init__(self, store, spec: ViewSpec, seed: int, split, device, read_logits: bool = True):
         super().__init__(spec, seed, split)
         self.store = store
-        n = store.group["train/logits"].shape[1] if hasattr(store, "group") else None
-        if n is not None and n != len(split):
-            raise UserError(f"{store.path} holds {n} train samples, the shards {len(split)}")
-        self.params = None if store.plain else in_layout(store.params(), store.attrs["param_columns"])
+        if store.num_train != len(split):
+            raise UserError(f"{store.path} holds {store.num_train} train samples, the shards {len(split)}")
+        self.params = None if store.plain else store.params()  # in this version's column order
         self.table = torch.from_numpy(store.logits()).to(device) if read_logits else None
         self.needs_teacher = read_logits
 
@@ -273,8 +272,7 @@ def run_train_views(config: dict, split, epoch: int = 1) -> np.ndarray:
     if config.get("cache") and config.get("teacher_mode", "cached") == "cached":
         store = open_store(config["cache"])
         if not store.plain:
-            params = store.params()[(epoch - 1) % store.num_views]
-            return in_layout(params, store.attrs["param_columns"])
+            return store.params()[(epoch - 1) % store.num_views]
     spec = view_spec(config.get("view_spec") or "default", config.get("view"))
     seed = config.get("view_seed")
     seed = config.get("seed", 0) if seed is None else seed

@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -54,8 +55,17 @@ SKIN = np.array([(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 9
 PERSON_AREA_PER_H2 = 0.15
 
 
+def _draw_and_save(job) -> tuple[int, int, list]:
+    """One scene, a pure function of (seed, split, index): the same files whatever the
+    number of worker processes."""
+    seed, split_index, index, path = job
+    image, objects = draw_scene(np.random.default_rng([seed, split_index, index]))
+    image.save(path, "JPEG", quality=90)
+    return image.size[0], image.size[1], objects
+
+
 def write_synthetic(out: Path | str, train: int = 1000, val: int = 300, seed: int = 0,
-                    overwrite: bool = False, show_progress: bool = True) -> dict:
+                    overwrite: bool = False, show_progress: bool = True, workers: int = 1) -> dict:
     """Write `train` + `val` scenes under `out` in the COCO 2014 layout.
 
     overwrite replaces train2014/, val2014/ and annotations/ (other files in `out` stay).
@@ -81,17 +91,16 @@ def write_synthetic(out: Path | str, train: int = 1000, val: int = 300, seed: in
     start = time.perf_counter()
     ids = {"train": _train_ids(train, seed, minival), "val": _val_ids(val, seed, minival)}
     datasets, summary, ann_id = {}, {}, 1
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
     for split_index, (split, subset) in enumerate(SUBSETS):
         folder = out / subset
         folder.mkdir(parents=True, exist_ok=True)
         images, anns, persons = [], [], 0
+        names = [f"COCO_{subset}_{image_id:012d}.jpg" for image_id in ids[split].tolist()]
+        jobs = [(seed, split_index, index, folder / name) for index, name in enumerate(names)]
+        drawn = pool.map(_draw_and_save, jobs, chunksize=32) if pool else map(_draw_and_save, jobs)
         with _progress(f"synth {split}", len(ids[split]), show_progress) as advance:
-            for index, image_id in enumerate(ids[split].tolist()):
-                rng = np.random.default_rng([seed, split_index, index])
-                image, objects = draw_scene(rng)
-                name = f"COCO_{subset}_{image_id:012d}.jpg"
-                image.save(folder / name, "JPEG", quality=90)
-                w, h = image.size
+            for image_id, name, (w, h, objects) in zip(ids[split].tolist(), names, drawn):
                 images.append({"id": image_id, "file_name": name, "height": h, "width": w})
                 best = 0.0
                 for category, iscrowd, area, bbox in objects:
@@ -109,6 +118,8 @@ def write_synthetic(out: Path | str, train: int = 1000, val: int = 300, seed: in
                             "categories": [{"id": i, "name": n, "supercategory": s}
                                            for i, n, s in CATEGORIES]}
         summary[split] = {"subset": subset, "images": len(images), "person": int(persons)}
+    if pool:
+        pool.shutdown()
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     for subset, data in datasets.items():  # last: their presence marks a complete set
         path = out / "annotations" / f"instances_{subset}.json"
