@@ -1,0 +1,196 @@
+"""`vwwfast export`: ONNX / int8 ONNX (and TFLite where its extra is installed) of a
+student, each file's accuracy in export.json, and `vwwfast eval` on each file agreeing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vwwfast import config as C
+from vwwfast.cli import main
+from vwwfast.errors import UserError
+from vwwfast.evaluate import evaluate_command
+from vwwfast.export import export_command
+
+RENDER = dict(renderer="decoded", decoded_size=48, batch_size=16)
+
+
+def train_student(shards, runs, size: int, epochs: int, **kw) -> Path:
+    from vwwfast.train import distill
+    s = distill(C.resolve(C.DistillConfig, dict(
+        shards=str(shards), alpha=0.0, input_size=size, epochs=epochs, batch_size=32,
+        runs_dir=str(runs), compile="off", **kw)))
+    return Path(s["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def student(synth_shards, tmp_path_factory):
+    """A supervised MobileNetV3-Small at 48 px, one epoch on synth_shards."""
+    return train_student(synth_shards, tmp_path_factory.mktemp("export_runs"), 48, 1,
+                         renderer="decoded", decoded_size=48, bn_settle=64)
+
+
+@pytest.fixture(scope="module")
+def exported(student) -> dict:
+    """ONNX and int8 ONNX of `student`, calibrated on 32 views: its export.json."""
+    return export_command(C.resolve(C.ExportConfig, dict(run=str(student), calib=32, **RENDER)))
+
+
+def eval_file(path, **kw) -> dict:
+    return evaluate_command(C.resolve(C.EvalConfig, dict(checkpoint=str(path), **RENDER, **kw)))
+
+
+def val_batch(shards, n: int, size: int) -> torch.Tensor:
+    """The first n val images as the model sees them (normalised, NCHW)."""
+    from vwwfast.data import SplitData, val_params
+    from vwwfast.shards import ShardSet
+    data = SplitData(ShardSet.open(shards), "val", C.resolve(C.EvalConfig, RENDER), "cpu", size)
+    try:
+        x, _, _ = next(data.batches(np.arange(n), val_params(data.split), n))
+    finally:
+        data.close()
+    return x.contiguous()
+
+
+@pytest.mark.slow
+def test_onnx_logits_equal_pytorch(student, exported, synth_shards):
+    import onnxruntime as ort
+    from vwwfast.models import model_from_checkpoint
+    model, _ = model_from_checkpoint(student / "model.pt")
+    session = ort.InferenceSession(str(student / "export" / "model.onnx"))
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, out.name) == ("input", "logits") and inp.shape[1:] == [3, 48, 48]
+    assert isinstance(inp.shape[0], str)  # a dynamic batch
+    views = val_batch(synth_shards, 8, 48)
+    for batch in (1, 8):
+        x = views[:batch]
+        with torch.no_grad():
+            want = model(x).numpy()
+        got = session.run(None, {"input": x.numpy()})[0]
+        assert got.shape == (batch, 2) and np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_export_json_records_each_file_and_agrees_with_eval(student, exported):
+    out = student / "export"
+    on_disk = json.loads((out / "export.json").read_text())
+    assert on_disk["files"].keys() == {"model.onnx", "model-int8.onnx"}
+    assert on_disk["quantization"]["calibration_views"] == 32
+    assert on_disk["quantization"]["onnx"]["format"] == "QDQ"
+    assert on_disk["float"]["confusion"] == eval_file(student)["confusion"]
+    for name, f in on_disk["files"].items():
+        assert f["bytes"] == (out / name).stat().st_size and Path(f["path"]) == (out / name).resolve()
+        m = eval_file(out / name)  # its shards come from the file's metadata
+        assert (m["acc"], m["recall_0"], m["recall_1"], m["confusion"]) == \
+            (f["acc"], f["recall_0"], f["recall_1"], f["confusion"])
+    assert on_disk["files"]["model.onnx"]["confusion"] == on_disk["float"]["confusion"]
+    assert on_disk["files"]["model.onnx"]["agreement_with_float"] == 1.0
+    assert 0.5 < on_disk["files"]["model-int8.onnx"]["agreement_with_float"] <= 1.0
+    assert on_disk["files"]["model-int8.onnx"]["bytes"] < on_disk["files"]["model.onnx"]["bytes"] / 3
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.slow
+def test_onnx_metadata_and_fixed_size(student, exported):
+    import onnx
+    proto = onnx.load(str(student / "export" / "model-int8.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    info = json.loads(meta["vwwfast"])
+    assert info["input_size"] == 48 and info["normalization"]["mean"] == [0.485, 0.456, 0.406]
+    assert info["run"] == student.name and "pixel / 255 - mean" in meta["normalization"]
+    with pytest.raises(UserError, match="runs at 48 px only"):
+        eval_file(student / "export" / "model.onnx", input_size=64)
+
+
+@pytest.mark.slow
+def test_export_to_another_folder_without_int8(student, tmp_path, capsys):
+    assert main(["export", str(student / "model.pt"), "--no-int8", "--out", str(tmp_path / "x"),
+                 "--renderer", "decoded", "--decoded-size", "48"]) == 0
+    report = json.loads((tmp_path / "x" / "export.json").read_text())
+    assert list(report["files"]) == ["model.onnx"] and report["quantization"] is None
+    assert "model.onnx" in capsys.readouterr().out
+
+
+def one_line_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_export_inputs_are_one_line_errors(student, tmp_path, capsys, monkeypatch):
+    assert "no run 'nope'" in one_line_error(["export", "nope", "--runs-dir", str(student.parent)], capsys)
+    assert "--format 'onnx,coreml'" in one_line_error(["export", str(student), "--format", "onnx,coreml"],
+                                                      capsys)
+    assert "--qat-epochs" in one_line_error(["export", str(student), "--qat-epochs", "2"], capsys)
+    ckpt = torch.load(student / "model.pt", weights_only=True)
+    ckpt["config"] = {}
+    torch.save(ckpt, tmp_path / "bare.pt")
+    assert "pass --shards" in one_line_error(["export", str(tmp_path / "bare.pt")], capsys)
+    # without the TFLite extra: what to install, in one line, before any work
+    monkeypatch.setitem(sys.modules, "litert_torch", None)
+    err = one_line_error(["export", str(student), "--format", "onnx,tflite"], capsys)
+    assert "pip install 'vwwfast[tflite]'" in err
+    assert not (student / "export" / "model.tflite").exists()
+
+
+@pytest.mark.slow
+def test_int8_onnx_of_a_trained_student_within_two_points(tmp_path_factory):
+    """A demo-sized student (MobileNetV3-Small at 96 px, 4 epochs on 640 synthetic
+    images): int8 costs at most 2 points of val accuracy."""
+    from vwwfast.shards import write_shards
+    from vwwfast.sources.coco import LABEL_RULE, coco_items
+    from vwwfast.sources.synthetic import write_synthetic
+    root = tmp_path_factory.mktemp("demo_sized")
+    write_synthetic(root / "coco", train=640, val=240, seed=1, show_progress=False)
+    splits, source = coco_items(root / "coco", "minival")
+    write_shards(root / "shards", splits, source=source, size=112, samples_per_shard=500,
+                 label_rule=LABEL_RULE, show_progress=False)
+    run = train_student(root / "shards", root / "runs", 96, 4, renderer="decoded",
+                        decoded_size=112, bn_settle=256, lr=3e-3)
+    report = export_command(C.resolve(C.ExportConfig, dict(
+        run=str(run), calib=128, renderer="decoded", decoded_size=112)))
+    float_acc, int8 = report["float"]["acc"], report["files"]["model-int8.onnx"]
+    assert float_acc > 0.6, "the student learned too little for the comparison to mean anything"
+    assert abs(int8["drop_vs_float"]) <= 2.0 and abs(int8["acc"] - float_acc) <= 0.02
+
+
+@pytest.mark.slow
+def test_tflite_files(student, tmp_path, synth_shards):
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_quantizer")
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+    from vwwfast.models import model_from_checkpoint
+    out = tmp_path / "tfl"
+    report = export_command(C.resolve(C.ExportConfig, dict(
+        run=str(student), format="tflite", calib=32, out=str(out), **RENDER)))
+    assert list(report["files"]) == ["model.tflite", "model-int8.tflite"]
+    for name, f in report["files"].items():
+        m = eval_file(out / name)
+        assert (m["acc"], m["confusion"]) == (f["acc"], f["confusion"])
+    # float: NHWC pixels in, the PyTorch logits out
+    model, _ = model_from_checkpoint(student / "model.pt")
+    it = Interpreter(model_path=str(out / "model.tflite"))
+    it.allocate_tensors()
+    x = val_batch(synth_shards, 1, 48)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    pixels = ((x.permute(0, 2, 3, 1) * std + mean) * 255).contiguous()  # what a camera gives
+    it.set_tensor(it.get_input_details()[0]["index"], pixels.numpy())
+    it.invoke()
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(it.get_tensor(it.get_output_details()[0]["index"]) - want).max() < 1e-4
+    # int8: int8 in (pixel - 128) and out, 1x48x48x3, buffers inline (TFLite Micro reads them)
+    it = Interpreter(model_path=str(out / "model-int8.tflite"))
+    inp, outp = it.get_input_details()[0], it.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and outp["dtype"] == np.int8
+    assert list(inp["shape"]) == [1, 48, 48, 3]
+    assert inp["quantization"] == pytest.approx((1.0, -128))
+    model8 = fb.convert_bytearray_to_object(bytearray((out / "model-int8.tflite").read_bytes()))
+    assert all(not b.offset for b in model8.buffers)
