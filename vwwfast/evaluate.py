@@ -294,6 +294,6 @@ def write_error_sheet(path: Path, data: SplitData, m: dict, center_crop: bool, t
 
 
 def _write_text(path: Path, text: str) -> None:
-    from vwwfast.export import write_atomic
+    from vwwfast.files import write_atomic
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text.encode())

@@ -16,7 +16,6 @@ rendered exactly as training rendered them (the run's own view parameters and re
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from vwwfast import __version__
 from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.files import write_atomic
 
 FORMATS = ("onnx", "tflite")
 INPUT, OUTPUT = "input", "logits"
@@ -45,25 +45,6 @@ def parse_formats(text: str) -> list[str]:
     if bad or not formats:
         raise UserError(f"--format {text!r}: use a comma-separated list of {', '.join(FORMATS)}")
     return list(dict.fromkeys(formats))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """A temp name in the same folder, then os.replace: no half-written file under `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def model_meta(ckpt: dict, checkpoint: Path, run, shards: str) -> dict:

@@ -148,7 +148,8 @@ def write(model: bytes, path, meta: dict) -> None:
     """Re-pack (inlines the buffers TFLite Micro would read as zeros), add our metadata."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils as fb
-    from vwwfast.export import META_KEY, write_atomic
+    from vwwfast.export import META_KEY
+    from vwwfast.files import write_atomic
     obj = fb.read_model_from_bytearray(bytearray(model))
     obj.metadata = [m for m in (obj.metadata or []) if _name(m.name) != META_KEY]
     buf = schema.BufferT()

@@ -11,7 +11,8 @@ import io
 from pathlib import Path
 from typing import Optional
 
-from vwwfast.runs import Run, write_atomic
+from vwwfast.files import write_atomic
+from vwwfast.runs import Run
 
 # The loss as it is summed: loss = term_ce + term_kl + term_margin
 TERMS = (("term_ce", r"$(1-\alpha)\,$CE"), ("term_kl", r"$\alpha T^2\,$KL"),

@@ -10,8 +10,6 @@ The tiles are the renderer's output at the training size, un-normalised, not res
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from vwwfast.errors import UserError
+from vwwfast.files import write_atomic
 
 PAD = 4        # between tiles and around the grid
 LABEL_W = 72   # row labels (sample key, label) on the left
@@ -79,16 +78,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def write_png(img: Image.Image, path: Path) -> None:
-    """Temp file in the same folder + os.replace: no half-written sheet under its name."""
+    """The sheet as a PNG, written atomically (no half-written sheet under its name)."""
+    import io
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
 
 
 def pick_samples(labels: np.ndarray, n: int) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
