@@ -69,3 +69,18 @@ def test_unknown_arch_and_bn_momentum():
     assert {b.momentum for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)} == {0.2}
     set_bn_momentum(m, 0.01)
     assert {b.momentum for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)} == {0.01}
+
+
+def test_init_from_a_torchvision_state_dict(tmp_path):
+    """The ImageNet weights file of torchvision, downloaded elsewhere: 1000-class head left out."""
+    import torchvision
+    imagenet = torchvision.models.mobilenet_v3_small(weights=None)  # stands in for the real file
+    path = tmp_path / "mobilenet_v3_small-047dcff4.pth"
+    torch.save(imagenet.state_dict(), path)
+    model = build_model("mobilenet_v3_small", init=str(path))
+    ref = imagenet.state_dict()
+    own = model.state_dict()
+    assert torch.equal(own["features.0.0.weight"], ref["features.0.0.weight"])
+    assert own["classifier.3.weight"].shape == (2, 1024)  # the 2-class head stays new
+    with pytest.raises(UserError, match="is not a mobilenet_v3_large state_dict"):
+        build_model("mobilenet_v3_large", init=str(path))

@@ -417,3 +417,12 @@ def test_synth_says_what_it_made(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "train2014/" in captured.out and "val2014/" in captured.out and "person" in captured.out
     assert "vwwfast shard --coco-root" in captured.err
+
+
+def test_view_settings_are_compared_field_by_field():
+    from vwwfast.runs import config_changes
+    a = {"view_spec": "default", "view": {}, "lr": 1}
+    b = {"view_spec": "default", "view": {"erase": 0.25}, "lr": 1}
+    assert config_changes(a, b) == [("view.erase", 0.0, 0.25)]
+    assert config_changes(b, {**b, "view": {"hue": 0.0}}) == [("view.erase", 0.25, 0.0),
+                                                             ("view.hue", 0.02, 0.0)]

@@ -32,10 +32,10 @@ $V distill --shards "$OUT/shards" --cache "$OUT/shards/teacher.zarr" --alpha 0.5
     --batch-size 64 --lr 3e-3 --bn-settle 512 --runs-dir "$OUT/runs" --tag demo \
     --note "demo: the default KD recipe against a supervised student on the same views"
 KD=$(ls -d "$OUT"/runs/*_student_*_a0.55 | tail -n 1)  # the member with alpha 0.55
-stage "export: the distilled student as ONNX and int8 ONNX, each file's val accuracy"
-$V export "$KD" --calib 256
+stage "export: the distilled student as ONNX and TFLite, float and int8, each file's val accuracy"
+$V export "$KD" --format onnx,tflite --calib 256
 stage "runs"
 $V runs --runs-dir "$OUT/runs"
-$V runs --runs-dir "$OUT/runs" --plot $(ls -d "$OUT"/runs/*_student_* | xargs -n1 basename) --out "$OUT/students.png"
+$V runs --runs-dir "$OUT/runs" --plot "$(ls -d "$OUT"/runs/*_sweep* | tail -n 1)" --out "$OUT/students.png"
 echo
 echo "demo finished in $((SECONDS / 60)) min $((SECONDS % 60)) s; records in $OUT/runs/, comparison plot $OUT/students.png"

@@ -1,9 +1,12 @@
-"""Writing files so that a crash never leaves half a file under its final name."""
+"""Writing files so that a crash never leaves half a file under its final name, and the
+worker processes that make them."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import secrets
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
@@ -23,3 +26,12 @@ def write_atomic(path, data) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor | None:
+    """Processes for CPU-bound encoding, None for one. Started by a fork server, never by
+    forking this process: threads of libraries already loaded here (torch, JAX under the
+    tflite extra) do not survive a fork."""
+    if workers <= 1:
+        return None
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))

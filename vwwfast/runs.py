@@ -411,9 +411,23 @@ def previous_run(run: Run) -> Optional[Run]:
 
 
 def config_changes(a: dict, b: dict, skip=NOISE) -> list[tuple[str, object, object]]:
-    """(setting, value in a, value in b) for each setting that differs, in config order."""
+    """(setting, value in a, value in b) for each setting that differs, in config order.
+    The `view` settings are compared field by field (`view.erase`), a field one side does
+    not set being at its base spec's value."""
+    fields = sorted(set(a.get("view") or {}) | set(b.get("view") or {}))
+    a, b = _flat_view(a, fields), _flat_view(b, fields)
     keys = list(a) + [k for k in b if k not in a]
     return [(k, a.get(k), b.get(k)) for k in keys if k not in skip and a.get(k) != b.get(k)]
+
+
+def _flat_view(config: dict, fields: list[str]) -> dict:
+    if not isinstance(config.get("view"), dict):
+        return config
+    from vwwfast.views import view_spec
+    base = view_spec(config.get("view_spec") or "default").to_dict()
+    out = {k: v for k, v in config.items() if k != "view"}
+    out.update({f"view.{f}": config["view"].get(f, base.get(f)) for f in fields})
+    return out
 
 
 def _match(ref: str, items: list, what: str, root: Path):

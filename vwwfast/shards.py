@@ -20,7 +20,6 @@ import os
 import shutil
 import tarfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from vwwfast import __version__
 from vwwfast.errors import UserError
+from vwwfast.files import worker_pool
 
 FORMAT_VERSION = 1
 KEY_DIGITS = 9
@@ -200,7 +200,7 @@ def write_shards(out_dir, splits: dict[str, list[SourceItem]], *, source: dict, 
     out = partial_dir(final)
     skipped = list(skipped or [])
     split_entries = {}
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = worker_pool(workers)
     try:
         for split, items in splits.items():
             writer = _ShardWriter(out, split, samples_per_shard)

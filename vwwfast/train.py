@@ -124,6 +124,22 @@ def _duration(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def teacher_line(t: dict | None) -> str:
+    """Which model teaches, said once when a run starts."""
+    if not t:
+        return "teacher: none (supervised)"
+    who = f"{t.get('arch')} at {t.get('input_size')} px"
+    if t.get("role") == "student":
+        who += ", a STUDENT's checkpoint (--self-distill)"
+    if t.get("run"):
+        acc = t.get("run_val_acc")
+        who += f", run {t['run']}" + (f" (val acc {acc:.4f})" if acc is not None else "")
+    if t.get("mode") == "cached":
+        used = "" if t.get("logits_used", True) else "; only its views are used (alpha 0)"
+        return f"teacher: cached in {t['store']} ({t.get('views')} views): {who}{used}"
+    return f"teacher: online, {t.get('checkpoint')}: {who}"
+
+
 def _steps(n: int, batch_size: int) -> int:
     steps = steps_per_rank(n, D.world_size(), batch_size, drop_last=True)
     if steps < 1:
@@ -154,6 +170,8 @@ def fit(cfgs: list, kind: str, runs: list | None = None, sweep=None, fresh: bool
         fingerprints = TS.source_fingerprints(source, shards)
         if runs and not fresh:
             _check_fingerprints(runs, fingerprints)
+        if D.is_main():
+            info(teacher_line(source.describe()))
         students = _make_students(cfgs, kind, device, steps, runs, sweep, source, fingerprints,
                                   resume=bool(runs) and not fresh)
         _loop(students, base, source, train, val, steps, wall0)

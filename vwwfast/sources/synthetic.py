@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vwwfast.errors import UserError
+from vwwfast.files import worker_pool
 
 # Real COCO 2014 category ids.
 CATEGORIES = [(1, "person", "person"), (2, "bicycle", "vehicle"), (3, "car", "vehicle"),
@@ -91,7 +91,7 @@ def write_synthetic(out: Path | str, train: int = 1000, val: int = 300, seed: in
     start = time.perf_counter()
     ids = {"train": _train_ids(train, seed, minival), "val": _val_ids(val, seed, minival)}
     datasets, summary, ann_id = {}, {}, 1
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = worker_pool(workers)
     for split_index, (split, subset) in enumerate(SUBSETS):
         folder = out / subset
         folder.mkdir(parents=True, exist_ok=True)
