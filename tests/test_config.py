@@ -151,6 +151,8 @@ def test_lists_make_a_sweep(tmp_path):
     assert [(c.alpha, c.margin_weight) for c in zipped.configs] == [(0.5, 0.02), (0.6, 0.03)]
     with pytest.raises(UserError, match="lists of one length"):
         _cfg(C.DistillConfig, ["--sweep-mode", "zip", "--alpha", "0.5,0.6", "--lr", "1,2,3"])
+    texts = _cfg(C.DistillConfig, ["--note", "batch 128, lr 3e-3", "--tag", "a,b"])
+    assert texts.note == "batch 128, lr 3e-3" and texts.tag == "a,b"  # commas in text are text
     single = _cfg(C.DistillConfig, ["--alpha", "0.5"])
     assert isinstance(single, C.DistillConfig) and single.alpha == 0.5
 

@@ -84,7 +84,7 @@ class TrainConfig:
     lr: float = opt(2e-3, "OneCycle peak learning rate (max_lr) at --lr-base-batch", gt=0, sweep=True)
     lr_scaling: str = opt("off", "scale --lr with the batch size: 'off', 'linear' or 'sqrt' "
                                  "(lr x (batch / lr-base-batch) or its square root)",
-                          choices=("off", "linear", "sqrt"))
+                          choices=("off", "linear", "sqrt"), sweep=True)
     lr_base_batch: int = opt(128, "the batch size --lr is given for, with --lr-scaling", lo=1)
     weight_decay: float = opt(0.01, "weight decay", lo=0, sweep=True)
     momentum: float = opt(0.9, "SGD momentum (only with --optimizer sgd)", lo=0, lt=1, sweep=True)
@@ -560,8 +560,11 @@ def resolve_sweep(cls, yaml_data: dict | None = None, flags: dict | None = None,
     fields_ = _fields(cls)
     lists = {}
     for name, value in values.items():
-        if fields_[name].metadata.get("action") == "append" or _base_type(_field_types(cls)[name]) in (list, dict):
+        base = _base_type(_field_types(cls)[name])
+        if fields_[name].metadata.get("action") == "append" or base in (list, dict):
             continue
+        if base is str and not fields_[name].metadata.get("sweep") and isinstance(value, str):
+            continue  # a comma in a note, a tag or a path is text, not a list
         items = _as_list(value)
         if items is None:
             continue

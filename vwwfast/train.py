@@ -356,7 +356,7 @@ SHORT = {"alpha": "a", "alpha_end": "ae", "temperature": "T", "confidence_gamma"
          "margin_weight": "m", "margin_weight_end": "me", "margin_decay_end_epoch": "mde",
          "label_smoothing": "ls", "lr": "lr", "weight_decay": "wd", "momentum": "mom",
          "optimizer": "", "pct_start": "pct", "div_factor": "div", "final_div_factor": "fdiv",
-         "patience": "p", "bn_momentum": "bnm", "bn_settle": "bns", "init_seed": "s",
+         "patience": "p", "lr_scaling": "lrs-", "bn_momentum": "bnm", "bn_settle": "bns", "init_seed": "s",
          "pretrained": "pre", "init": "init"}
 
 
