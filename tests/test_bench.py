@@ -43,6 +43,8 @@ def test_bench_loader_figures(tmp_path, one_thread):
     assert set(res["renderers"]) == expect
     for entry in res["renderers"].values():
         assert entry["img_per_s"] > 0
+        assert entry["vs_reference"]["mean"] < 0.025 and entry["vs_reference"]["p99"] < 0.25
+    assert res["renderers"]["reference"]["vs_reference"]["mean"] == 0
     assert res["renderers"]["decoded"]["first_pass_img_per_s"] > 0
     assert res["student_step_img_per_s"] > 0 and res["device"].startswith("cpu")
 

@@ -80,9 +80,23 @@ def test_lr_scaling_rules():
     assert scaled_lr(C.TrainConfig(lr=1e-3, batch_size=512, lr_scaling="sqrt")) == pytest.approx(2e-3)
 
 
-def test_early_stopping(synth_shards, tmp_path):
-    # lr ~0 never improves on the first epoch's accuracy: patience 1 stops after epoch 2.
-    s = train_teacher(_cfg(synth_shards, tmp_path, epochs=5, patience=1, lr=1e-12))
+def frozen_accuracy(monkeypatch, accuracies=None):
+    """Evaluation that reports fixed val accuracies (one per epoch, the last repeated)."""
+    import vwwfast.train as T
+    real, seen = T.evaluate_many, []
+
+    def fixed(models, *a, **kw):
+        out = real(models, *a, **kw)
+        acc = (accuracies or [0.5])[min(len(seen), len(accuracies or [0.5]) - 1)]
+        seen.append(acc)
+        return [{**m, "acc": acc} for m in out]
+    monkeypatch.setattr(T, "evaluate_many", fixed)
+
+
+def test_early_stopping(synth_shards, tmp_path, monkeypatch):
+    # no better val accuracy after epoch 1: patience 1 stops after epoch 2
+    frozen_accuracy(monkeypatch)
+    s = train_teacher(_cfg(synth_shards, tmp_path, epochs=5, patience=1))
     assert len(_lines(s)) == 2 and s["stopped_early"] and s["status"] == "finished"
 
 

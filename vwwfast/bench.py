@@ -45,6 +45,12 @@ def time_renderer(renderer, order: np.ndarray, params: np.ndarray, size: int,
     return batches * batch_size / (time.perf_counter() - t0)
 
 
+def agreement(x: torch.Tensor, ref: torch.Tensor) -> dict:
+    """|x - ref| in normalised units over one batch: its mean and 99th percentile."""
+    d = (x.float().cpu() - ref.float().cpu()).abs().flatten()
+    return {"mean": d.mean().item(), "p99": torch.quantile(d[:1 << 24], 0.99).item()}
+
+
 def student_step_rate(device: torch.device, batch_size: int, steps: int, size: int = 96,
                       min_seconds: float | None = None) -> float:
     """img/s of forward + backward + AdamW step of MobileNetV3-Small (2 classes) on random
@@ -84,7 +90,9 @@ def student_step_rate(device: torch.device, batch_size: int, steps: int, size: i
 
 def bench_loader(cfg: BenchLoaderConfig) -> dict:
     """Time every renderer (or cfg.renderer) at cfg.size on training views, and the
-    student's training step; print a table; return (and write to cfg.json) the figures."""
+    student's training step; measure how far each renderer's first batch is from the
+    reference's (normalised units: mean and 99th percentile of |x - reference|); print a
+    table; return (and write to cfg.json) the figures."""
     from vwwfast.errors import UserError
     from vwwfast.progress import info, print_table
     from vwwfast.render import dali_available, make_renderer, resolve_device
@@ -103,6 +111,10 @@ def bench_loader(cfg: BenchLoaderConfig) -> dict:
         info("NVIDIA DALI is not installed: skipping the dali renderer")
     order = np.random.default_rng(0).permutation(len(split))
     params = view_params(ViewSpec(), 0, 0, np.arange(len(split)), split.heights, split.widths)
+    # Accuracy beside speed: every renderer's first batch against the reference's (on the CPU).
+    first = order[:cfg.batch_size]
+    with make_renderer("reference", split, device="cpu") as ref_r:
+        reference = ref_r.render(first, params[first], cfg.size)[0]
 
     renderers: dict[str, dict] = {}
     for name in names:
@@ -115,12 +127,13 @@ def bench_loader(cfg: BenchLoaderConfig) -> dict:
             entry = {"renderer": r.name,
                      "img_per_s": time_renderer(r, order, params, cfg.size, cfg.batch_size,
                                                 cfg.batches)}
-            first = getattr(r, "first_pass", None)
-            if first is not None:  # decoded: building the cache, reported apart
-                entry["first_pass_img_per_s"] = first["img_per_s"]
-                entry["first_pass_seconds"] = first["seconds"]
-                entry["cache_where"] = first["where"]
-                entry["decoder"] = first["decoder"]
+            entry["vs_reference"] = agreement(r.render(first, params[first], cfg.size)[0], reference)
+            built_once = getattr(r, "first_pass", None)
+            if built_once is not None:  # decoded: building the cache, reported apart
+                entry["first_pass_img_per_s"] = built_once["img_per_s"]
+                entry["first_pass_seconds"] = built_once["seconds"]
+                entry["cache_where"] = built_once["where"]
+                entry["decoder"] = built_once["decoder"]
             else:
                 entry["setup_seconds"] = built
         finally:
@@ -135,13 +148,16 @@ def bench_loader(cfg: BenchLoaderConfig) -> dict:
 
     rows = []
     for name, e in renderers.items():
-        first = e.get("first_pass_img_per_s")
+        once = e.get("first_pass_img_per_s")
+        agree = e["vs_reference"]
         rows.append((name, f"{e['img_per_s']:,.0f}",
-                     "-" if first is None else f"{first:,.0f}",
-                     f"{e['img_per_s'] / student:.1f}x"))
-    rows.append(("student step (bound)", f"{student:,.0f}", "-", "1.0x"))
+                     "-" if once is None else f"{once:,.0f}",
+                     f"{e['img_per_s'] / student:.1f}x",
+                     f"{agree['mean']:.4f} / {agree['p99']:.3f}"))
+    rows.append(("student step (bound)", f"{student:,.0f}", "-", "1.0x", "-"))
     print_table(f"loader speed at {cfg.size}px, batch {cfg.batch_size}, {result['device']}",
-                ["renderer", "img/s", "first pass img/s", "vs student step"], rows)
+                ["renderer", "img/s", "first pass img/s", "vs student step",
+                 "|x - reference| mean / p99"], rows)
     if cfg.json:
         Path(cfg.json).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.json).write_text(json.dumps(result, indent=1))

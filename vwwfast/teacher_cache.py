@@ -31,6 +31,7 @@ from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.data import SplitData, val_params
 from vwwfast.models import autocast
+from vwwfast.render import RENDERING
 
 # 1: no chunk checksums (such a store cannot be verified; it is refused, to be made again).
 # 2: crc32c per chunk, NaN fill, the teacher / shards / renderer in the attributes.
@@ -49,6 +50,7 @@ def fingerprint(*, shards, ckpt_path, ckpt: dict, input_size: int, spec, seed: i
         "teacher_arch": ckpt["arch"],
         "teacher_input_size": input_size,
         "interpolation": INTERPOLATION,
+        "rendering": RENDERING,  # a change of the renderers' maths changes the logits
         "normalization": ckpt["normalization"],
         "view_spec": spec.to_dict(),
         "seed": seed,

@@ -1,17 +1,38 @@
 """Renderers: (sample indices, view parameters, output size) -> normalised batch.
 
-Three implementations that agree on geometry (tests compare them):
+Three implementations that agree on geometry and colour (tests/test_render.py holds them to
+one stated bound against the reference, at the student's, the teacher's and the val size):
   reference  PIL, sample by sample: slow and simple, the one to trust
-  decoded    every image decoded once into uint8 [N, S, S, 3]; a batch is one affine
-             sampling call (GPU when the cache fits there)
+  decoded    every image decoded once into uint8 [N, S, S, 3]; a batch is resampled from
+             memory with the reference's antialiased bilinear filter: two batched matmuls
+             on CUDA (the cache on the GPU when it fits), PIL per image on the CPU
   dali       JPEG bytes from the shards through a DALI pipeline (GPU decode on CUDA)
 `make_renderer('auto', ...)` picks decoded when it fits its memory budget and its S is at
 least the output size, else dali. A renderer holds files / pipelines / memory: call
 `close()` (or use it as a context manager) when done.
+
+Writing into the caller's buffers (a static training step, e.g. one captured in a CUDA
+graph, reads its input from fixed addresses):
+
+    bufs = input_buffers(renderer, batch_size, size, dtype=torch.bfloat16)  # prefetch + 1
+    for x, y, idx in iterate(renderer, order, params_for, batch_size, size, buffers=bufs):
+        step(x, y)          # x is one of bufs: no copy between the renderer and the step
+
+`render(..., out=buf)` writes one batch into `buf` ([B, 3, S, S] on the renderer's device,
+any layout: channels_last is what the models want) and returns it. `iterate(...,
+buffers=bufs)` renders batch k into bufs[k % len(bufs)] in its thread (on CUDA, on a side
+stream) while the consumer works on the batch before: a yielded x stays valid until the
+consumer asks for the next batch, and a buffer is written again only after the consumer's
+stream has finished with it (a CUDA event, no host sync). So `prefetch` batches ahead need
+prefetch + 1 buffers: 2 for double buffering with prefetch=1, 3 for the default 2. The last
+batch of an epoch may be short: it is written into the first rows of its buffer and that
+view is yielded (a static step drops it, or takes only full batches from `order`).
+Without buffers every batch is a fresh tensor the consumer may keep.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -24,11 +45,16 @@ import torch
 from vwwfast.errors import UserError
 
 RENDERERS = ("auto", "decoded", "dali", "reference")
+# What a rendered view is, for fingerprints of stores that hold logits of rendered views:
+# change it whenever a renderer's output for the same parameters changes.
+RENDERING = "pil-bilinear-antialiased/colour-affine-yiq-hue/2"
 
 
 class Renderer:
-    """Base class. `render` returns (x, y): x float32 (or `dtype`) [B, 3, size, size],
-    normalised, channels_last on CUDA; y int64 [B]; both on `self.device`.
+    """Base class. `render(indices, params, size, dtype=None, out=None)` returns (x, y):
+    x normalised [B, 3, size, size] in `dtype` (default float32) on `self.device`,
+    NCHW on the CPU and channels_last on CUDA, or written into `out` (see the module
+    docstring) and returned; y int64 [B] on the device.
     A renderer is used by one thread at a time (`iterate` runs it in its own thread)."""
 
     name = "base"
@@ -39,8 +65,27 @@ class Renderer:
         self._labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
         self.reader = JpegReader(split)
 
-    def render(self, indices: np.ndarray, params, size: int, dtype=torch.float32):
+    def render(self, indices: np.ndarray, params, size: int, dtype=None, out=None):
         raise NotImplementedError
+
+    def _output(self, out, n: int, size: int, dtype):
+        """Check a caller's output buffer; returns (out, the dtype to render in)."""
+        if out is None:
+            return None, dtype or torch.float32
+        same_device = out.device.type == self.device.type and (
+            self.device.index is None or out.device.index == self.device.index)
+        if tuple(out.shape) != (n, 3, size, size) or not same_device or \
+                (dtype is not None and dtype != out.dtype):
+            raise ValueError(f"out is {out.dtype} {list(out.shape)} on {out.device}; this batch "
+                             f"needs [{n}, 3, {size}, {size}] on {self.device}"
+                             + (f" in {dtype}" if dtype is not None else ""))
+        return out, out.dtype
+
+    def _empty(self, size: int, dtype, out):
+        if out is not None:
+            return out
+        fmt = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        return torch.empty(0, 3, size, size, dtype=dtype, device=self.device, memory_format=fmt)
 
     def labels(self, indices: np.ndarray) -> torch.Tensor:
         y = self._labels[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
@@ -163,45 +208,82 @@ def make_renderer(name: str, split, *, device, decoded_size: int = 160,
     return ReferenceRenderer(split, device, threads=None)  # one thread per core: same per-sample code
 
 
+def input_buffers(renderer: Renderer, batch_size: int, size: int, dtype=None,
+                  prefetch: int = 2) -> list[torch.Tensor]:
+    """prefetch + 1 channels_last buffers [batch_size, 3, size, size] on the renderer's
+    device for `iterate(..., buffers=...)`; dtype: bfloat16 on CUDA, float32 on the CPU
+    unless given."""
+    if dtype is None:
+        dtype = torch.bfloat16 if renderer.device.type == "cuda" else torch.float32
+    return [torch.empty(batch_size, 3, size, size, dtype=dtype, device=renderer.device,
+                        memory_format=torch.channels_last) for _ in range(prefetch + 1)]
+
+
 def iterate(renderer: Renderer, order: np.ndarray, params_for: Callable[[np.ndarray], object],
-            batch_size: int, size: int, prefetch: int = 2, dtype=torch.float32,
+            batch_size: int, size: int, prefetch: int = 2, dtype=None,
+            buffers: list[torch.Tensor] | None = None,
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """Yield (x, y, idx) batches of `order` rendered `prefetch` batches ahead in a
     background thread, so rendering overlaps the consumer's compute. The last batch may
     be short. Errors in the thread are raised in the consumer. prefetch=0 renders in the
     caller's thread (no overlap; on a CPU with few cores a render thread competes with the
-    model's own threads)."""
+    model's own threads). buffers: render into these, in turn (at least prefetch + 1 of
+    them; see the module docstring); otherwise every batch is a new tensor."""
     order = np.asarray(order, dtype=np.int64)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if buffers is not None:
+        if len(buffers) < prefetch + 1:
+            raise ValueError(f"prefetch={prefetch} renders into {prefetch + 1} buffers at once "
+                             f"(one being consumed); got {len(buffers)}")
+        if any(b.shape[0] < batch_size for b in buffers):
+            raise ValueError(f"buffers hold fewer than batch_size={batch_size} images")
+
+    def target(k: int, n: int):
+        return None if buffers is None else buffers[k % len(buffers)][:n]
+
     if prefetch <= 0:
-        for idx in batches:
-            x, y = renderer.render(idx, params_for(idx), size, dtype=dtype)
+        for k, idx in enumerate(batches):
+            x, y = renderer.render(idx, params_for(idx), size, dtype=dtype, out=target(k, len(idx)))
             yield x, y, idx
         return
     cuda = renderer.device.type == "cuda"
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
     _END = object()
+    # With buffers, slot k % R is free again once the consumer has moved past batch k;
+    # on CUDA its stream must also have finished reading it (an event, waited on the GPU).
+    free = threading.Semaphore(len(buffers)) if buffers is not None else None
+    done_reading = [None] * (len(buffers) if buffers is not None else 0)
+
+    def wait(acquire) -> bool:
+        while not stop.is_set():
+            if acquire():
+                return True
+        return False
 
     def put(item) -> bool:
-        while not stop.is_set():
+        def attempt():
             try:
                 q.put(item, timeout=0.1)
                 return True
             except queue.Full:
-                continue
-        return False
+                return False
+        return wait(attempt)
 
     def work():
         try:
             # A side stream on CUDA: the batch's kernels run beside the consumer's; the
             # thread waits for them before handing the batch over.
             stream = torch.cuda.Stream(renderer.device) if cuda else None
-            for idx in batches:
-                if stop.is_set():
+            for k, idx in enumerate(batches):
+                if free is not None and not wait(lambda: free.acquire(timeout=0.1)):
                     return
                 with torch.cuda.stream(stream) if cuda else nullcontext():
-                    x, y = renderer.render(idx, params_for(idx), size, dtype=dtype)
+                    slot = k % len(buffers) if buffers is not None else None
+                    if cuda and slot is not None and done_reading[slot] is not None:
+                        stream.wait_event(done_reading[slot])
+                    x, y = renderer.render(idx, params_for(idx), size, dtype=dtype,
+                                           out=target(k, len(idx)))
                 if cuda:
                     stream.synchronize()
                 if not put((x, y, idx)):
@@ -213,7 +295,7 @@ def iterate(renderer: Renderer, order: np.ndarray, params_for: Callable[[np.ndar
     thread = threading.Thread(target=work, name="vwwfast-render", daemon=True)
     thread.start()
     try:
-        while True:
+        for k in itertools.count():
             item = q.get()
             if item is _END:
                 return
@@ -221,9 +303,17 @@ def iterate(renderer: Renderer, order: np.ndarray, params_for: Callable[[np.ndar
                 raise item
             x, y, idx = item
             if cuda:  # memory made on the side stream is now used on the consumer's
-                x.record_stream(torch.cuda.current_stream(renderer.device))
-                y.record_stream(torch.cuda.current_stream(renderer.device))
+                current = torch.cuda.current_stream(renderer.device)
+                if buffers is None:
+                    x.record_stream(current)
+                y.record_stream(current)
             yield x, y, idx
+            if free is not None:  # the consumer asked for the next batch: done with this one
+                if cuda:
+                    event = torch.cuda.Event()
+                    event.record(torch.cuda.current_stream(renderer.device))
+                    done_reading[k % len(buffers)] = event
+                free.release()
     finally:
         stop.set()
         thread.join()

@@ -97,13 +97,13 @@ class DaliRenderer(Renderer):
         self._pipes[(batch_size, size)] = pipe
         return pipe
 
-    def render(self, indices, params, size, dtype=torch.float32):
+    def render(self, indices, params, size, dtype=None, out=None):
         indices = np.asarray(indices, dtype=np.int64)
+        out, dtype = self._output(out, len(indices), size, dtype)
         p = params.cpu().numpy() if isinstance(params, torch.Tensor) else np.asarray(params)
         n = len(indices)
         if n == 0:
-            x = torch.empty(0, 3, size, size, dtype=dtype, device=self.device)
-            return x, self.labels(indices)
+            return self._empty(size, dtype, out), self.labels(indices)
         pipe = self._pipe(n, size)
         # slice arguments are in WH order: (x, y)
         start = np.ascontiguousarray(p[:, [COL["x0"], COL["y0"]]], dtype=np.float32)
@@ -113,9 +113,9 @@ class DaliRenderer(Renderer):
         pipe.feed_input("start", list(start))
         pipe.feed_input("shape", list(shape))
         pipe.feed_input("flip", list(flip))
-        (out,) = pipe.run()
-        hwc = _to_torch(out, n, size, self.device)
-        return finish(hwc_float(hwc), p, dtype, scale=255.0), self.labels(indices)
+        (batch,) = pipe.run()
+        hwc = _to_torch(batch, n, size, self.device)
+        return finish(hwc_float(hwc), p, dtype, scale=255.0, out=out), self.labels(indices)
 
     def close(self) -> None:
         self._pipes.clear()  # DALI frees a pipeline's threads and buffers when it is dropped

@@ -1,8 +1,9 @@
 """Reference renderer: PIL, one sample at a time. Slow and simple: the one to trust.
 
-Geometry: decode, then `Image.resize((S, S), BILINEAR, box=crop box in pixels)` (PIL
-samples pixel centres, align_corners=False, and filters with a support widened when
-shrinking, i.e. antialiased), then mirror when the flip flag is set.
+Geometry (`view_pil`): decode, then `Image.resize((S, S), BILINEAR, box=crop box in
+pixels)` (PIL samples pixel centres, align_corners=False, and filters with a support widened
+when shrinking, i.e. antialiased), then mirror when the flip flag is set. On the CPU the
+decoded renderer does the same to its cached pixels (a test holds the two equal).
 """
 
 from __future__ import annotations
@@ -20,17 +21,23 @@ from vwwfast.render.color import finish
 from vwwfast.views import COL
 
 
-def render_pil(jpeg: bytes, p: np.ndarray, size: int) -> np.ndarray:
-    """One view as uint8 [size, size, 3]."""
-    with Image.open(BytesIO(jpeg)) as im:
-        img = im.convert("RGB")
+def view_pil(img: Image.Image, p: np.ndarray, size: int) -> Image.Image:
+    """The geometry of one view: p's crop box (relative) of `img`, resized to size x size
+    (bilinear, antialiased when it shrinks), mirrored when p's flip is set."""
     W, H = img.size
     y0, x0, h, w = (float(p[COL[c]]) for c in ("y0", "x0", "h", "w"))
     box = (x0 * W, y0 * H, (x0 + w) * W, (y0 + h) * H)
     out = img.resize((size, size), Image.BILINEAR, box=box)
     if p[COL["flip"]] >= 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return np.asarray(out)
+    return out
+
+
+def render_pil(jpeg: bytes, p: np.ndarray, size: int) -> np.ndarray:
+    """One view as uint8 [size, size, 3]."""
+    with Image.open(BytesIO(jpeg)) as im:
+        img = im.convert("RGB")
+    return np.asarray(view_pil(img, p, size))
 
 
 def decode_whole(reader, n: int, size: int, device, batch: int):
@@ -62,17 +69,18 @@ class ReferenceRenderer(Renderer):
             threads = min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
 
-    def render(self, indices, params, size, dtype=torch.float32):
+    def render(self, indices, params, size, dtype=None, out=None):
         indices = np.asarray(indices, dtype=np.int64)
+        out, dtype = self._output(out, len(indices), size, dtype)
+        if len(indices) == 0:
+            return self._empty(size, dtype, out), self.labels(indices)
         p = params.cpu().numpy() if isinstance(params, torch.Tensor) else np.asarray(params)
         jpegs = self.reader.read(indices)
         jobs = zip(jpegs, p, [size] * len(p))
         mapper = self._pool.map if self._pool else map
         arrays = list(mapper(lambda a: render_pil(*a), jobs))
-        batch = torch.from_numpy(np.stack(arrays)) if arrays else \
-            torch.empty(0, size, size, 3, dtype=torch.uint8)
-        x = hwc_float(to_device(batch, self.device))
-        return finish(x, p, dtype, scale=255.0), self.labels(indices)
+        x = hwc_float(to_device(torch.from_numpy(np.stack(arrays)), self.device))
+        return finish(x, p, dtype, scale=255.0, out=out), self.labels(indices)
 
     def close(self) -> None:
         if self._pool:
