@@ -278,8 +278,10 @@ def _loop(students, base, source, train, val, steps, wall0) -> None:
         digest = views_digest(params)
         epoch_seconds.append(time.perf_counter() - t_epoch)
         eta = (base.epochs - epoch) * float(np.mean(epoch_seconds[-3:]))
+        # compilation (every student's first step) is reported apart, not as training time
+        compiling = sum(s.compile_s for s in active if epoch == s.start_epoch)
+        train_s = max(seconds - compiling, 1e-9)
         for s, loss, m in zip(active, losses, metrics):
-            train_s = max(seconds - (s.compile_s if epoch == s.start_epoch else 0.0), 1e-9)
             s.train_s += train_s
             s.images += images
             record = {"epoch": epoch, **loss, "lr": s.scheduler.get_last_lr()[0],
