@@ -191,10 +191,10 @@ def make_renderer(name: str, split, *, device, decoded_size: int = 160,
             name, why = "dali", f"decoded cache {decoded_size}px is smaller than {need}px output"
         else:
             name, why = "dali", "decoded cache would not fit the memory budget"
-        info(f"renderer: {name} ({why})")
+        _say_once(info, f"renderer: {name} ({why})")
     if name == "dali" and not dali_available():
-        warn("NVIDIA DALI is not installed: the 'dali' renderer falls back to PIL "
-             "(reference, threaded), which is much slower")
+        _say_once(warn, "NVIDIA DALI is not installed: the 'dali' renderer falls back to PIL "
+                        "(reference, threaded), which is much slower")
         name = "reference-threaded"
     if name == "decoded":
         from vwwfast.render.decoded import DecodedRenderer
@@ -206,6 +206,16 @@ def make_renderer(name: str, split, *, device, decoded_size: int = 160,
         return DaliRenderer(split, device)
     from vwwfast.render.reference import ReferenceRenderer
     return ReferenceRenderer(split, device, threads=None)  # one thread per core: same per-sample code
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(say, message: str) -> None:
+    """A run opens several renderers (train, val, a teacher's): the choice is said once."""
+    if message not in _SAID:
+        _SAID.add(message)
+        say(message)
 
 
 def input_buffers(renderer: Renderer, batch_size: int, size: int, dtype=None,
