@@ -194,3 +194,17 @@ def test_tflite_files(student, tmp_path, synth_shards):
     assert inp["quantization"] == pytest.approx((1.0, -128))
     model8 = fb.convert_bytearray_to_object(bytearray((out / "model-int8.tflite").read_bytes()))
     assert all(not b.offset for b in model8.buffers)
+
+
+def test_calibration_of_a_mixed_view_run_uses_its_views_unmixed(synth_shards):
+    """int8 is calibrated on the single images a deployed model sees: an 'fm' run's
+    calibration views are its crops without the blend, i.e. the 'default' spec's views
+    (mixing draws come after every other draw)."""
+    from vwwfast.export import calibration_views
+    from vwwfast.shards import ShardSet
+    shards = ShardSet.open(synth_shards)
+    base = dict(seed=0, renderer="decoded", decoded_size=48)
+    fm = calibration_views(shards, {**base, "view_spec": "fm"}, 40, "cpu", 32)
+    default = calibration_views(shards, {**base, "view_spec": "default"}, 40, "cpu", 32)
+    assert fm.shape == (40, 3, 32, 32)
+    np.testing.assert_array_equal(fm, default)

@@ -166,7 +166,7 @@ def test_hue_is_the_documented_yiq_rotation():
 
 def test_erase_box_filled_with_the_mean():
     p = val_params([10], [10])
-    p[0, COL["erase_y0"]:] = [0.25, 0.5, 0.5, 0.25]  # rows 2..5, cols 5..6 of 10
+    p[0, COL["erase_y0"]:COL["erase_w"] + 1] = [0.25, 0.5, 0.5, 0.25]  # rows 2..5, cols 5..6 of 10
     x = finish(torch.rand(1, 3, 10, 10), p)
     erased = (x[0] == 0).all(0)
     expect = torch.zeros(10, 10, dtype=torch.bool)

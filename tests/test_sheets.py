@@ -123,3 +123,22 @@ def test_store_views(synth_shards, untrained_store, tmp_path):
     with pytest.raises(UserError, match="view seed"):
         _sheet(synth_shards, tmp_path, cache=untrained_store, seed=3)
     _sheet(synth_shards, tmp_path, cache=untrained_store, view={"erase": 0.0})  # agrees: fine
+
+
+def test_mixed_views_are_blends_of_two_rendered_views(synth_shards, tmp_path):
+    """--view-spec fm: each view tile is lam * own view + (1 - lam) * the partner's view,
+    the partner drawn among the whole split (not among the samples shown)."""
+    split = ShardSet.open(synth_shards).split("train")
+    idx = pick_samples(split.labels, 4)
+    _, sheet = _sheet(synth_shards, tmp_path, view_spec="fm", view={"crop": False, "flip": 0,
+                      "brightness": 0, "contrast": 0, "saturation": 0, "hue": 0})
+    spec = view_spec("fm", {"crop": False, "flip": 0, "brightness": 0, "contrast": 0,
+                            "saturation": 0, "hue": 0})
+    table = view_params(spec, 0, 0, np.arange(len(split)), split.heights, split.widths)
+    assert not set(table[idx, COL["partner"]].astype(int)) <= set(idx)
+    for r, i in enumerate(idx):
+        j, lam = int(table[i, COL["partner"]]), float(table[i, COL["mix_lam"]])
+        own = render_pil(split.read_jpeg(i), table[i], 32).astype(np.float64)
+        other = render_pil(split.read_jpeg(j), table[j], 32).astype(np.float64)
+        assert np.abs(_tile(sheet, r, 1, 32) - (lam * own + (1 - lam) * other)).max() <= 2, r
+        assert 0 < lam < 1

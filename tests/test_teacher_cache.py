@@ -9,6 +9,7 @@ from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.teacher_cache import TeacherCache, cache_teacher
 from vwwfast.train import distill
+from vwwfast.views import PARAM_COLUMNS
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_store_layout_and_attributes(synth_shards, teacher_ckpt, tmp_path):
     out = _cache(synth_shards, teacher_ckpt, tmp_path / "t.zarr")
     store = TeacherCache(out)
     store.check_complete()
-    assert store.params().shape == (3, 96, 13) and store.params().dtype == np.float32
+    assert store.params().shape == (3, 96, len(PARAM_COLUMNS)) and store.params().dtype == np.float32
     assert store.logits().shape == (3, 96, 2) and store.logits().dtype == np.float16
     assert store.val_logits().shape == (48, 2)
     assert store.group["train/logits"].chunks == (1, 40, 2)

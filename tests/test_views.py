@@ -47,7 +47,9 @@ def test_distribution_matches_spec(train):
         assert v.min() >= 0.8 - 1e-6 and v.max() <= 1.2 + 1e-6 and abs(v.mean() - 1) < 0.01
     hue = train[:, COL["hue"]]
     assert hue.min() >= -0.02 - 1e-7 and hue.max() <= 0.02 + 1e-7 and abs(hue.mean()) < 1e-3
-    assert (train[:, COL["erase_y0"]:] == 0).all()  # erasing off by default
+    assert (train[:, COL["erase_y0"]:COL["erase_w"] + 1] == 0).all()  # erasing off by default
+    assert (train[:, COL["partner"]] == -1).all() and (train[:, COL["mix_lam"]] == 1).all()
+    assert (train[:, COL["mix_y0"]:] == 0).all()  # not mixed by default
 
 
 def test_subset_and_chunking_invariance(train):
@@ -71,10 +73,10 @@ def test_golden_row():
     p = view_params(ViewSpec(erase=0.5), 7, 3, [0, 12345], [224, 300], [299, 224])
     # row 0: crop of 146 x 186 px at (28, 6) in a 299 x 224 image, no flip, no erasing
     np.testing.assert_allclose(p[0, :4], [6 / 224, 28 / 299, 186 / 224, 146 / 299], atol=1e-7)
-    np.testing.assert_allclose(p[0, 4:], [0, 0.8751970529556274, 0.8695448637008667,
+    np.testing.assert_allclose(p[0, 4:13], [0, 0.8751970529556274, 0.8695448637008667,
                                           1.0660070180892944, -0.010706407949328423, 0, 0, 0, 0],
                                atol=1e-7)
-    np.testing.assert_allclose(p[1], [0.07666666805744171, 0.0, 0.8666666746139526,
+    np.testing.assert_allclose(p[1, :13], [0.07666666805744171, 0.0, 0.8666666746139526,
                                       0.8794642686843872, 0.0, 0.8452690839767456,
                                       1.0981290340423584, 0.8326717019081116,
                                       0.010476549156010151, 0.041944511234760284,
@@ -122,7 +124,7 @@ def test_crop_is_torchvisions_algorithm():
 
 def test_plain_and_val():
     plain = view_params(ViewSpec.plain(), 3, 9, np.arange(100), np.full(100, 50), np.full(100, 80))
-    ident = np.array([0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0], dtype=np.float32)
+    ident = np.array([0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, -1, 1, 0, 0, 0, 0], dtype=np.float32)
     assert (plain == ident).all()
     assert (val_params([50, 80], [80, 50]) == ident).all()
     c = val_params([50, 80], [81, 50], center_crop=True)
@@ -142,7 +144,7 @@ def test_erase_boxes():
     assert (y0 + eh[on] <= 1 + 1e-6).all() and (x0 + ew[on] <= 1 + 1e-6).all()
     area = eh[on] * ew[on]
     assert area.min() >= 0.02 - 1e-6 and area.max() <= 0.2 + 1e-6
-    assert (p[~on, COL["erase_y0"]:] == 0).all()
+    assert (p[~on, COL["erase_y0"]:COL["erase_w"] + 1] == 0).all()
     # the crop and colour columns do not depend on whether erasing is on
     base = view_params(ViewSpec(), 0, 0, np.arange(N), H, W)
     np.testing.assert_array_equal(p[:, :COL["erase_y0"]], base[:, :COL["erase_y0"]])
@@ -185,7 +187,7 @@ def test_erase_setting_erases_a_quarter_within_its_box_ranges():
     assert area.min() < 0.11 and area.max() > 0.29
     assert ratio.min() >= 0.5 - 1e-4 and ratio.max() <= 2.0 + 1e-4
     assert ratio.min() < 0.55 and ratio.max() > 1.8
-    assert not _params(erase=0.0)[:, COL["erase_y0"]:].any()
+    assert not _params(erase=0.0)[:, COL["erase_y0"]:COL["erase_w"] + 1].any()
     assert (_params(erase=1.0)[:, COL["erase_h"]] > 0).all()
 
 
@@ -299,7 +301,7 @@ def test_direct_construction_is_checked_too():
     with pytest.raises(UserError):
         ViewSpec(erase=2.0)
     with pytest.raises(UserError, match="newer vwwfast"):
-        ViewSpec.from_dict({**ViewSpec().to_dict(), "mixup": 0.2})
+        ViewSpec.from_dict({**ViewSpec().to_dict(), "posterize": 4})
     old = ViewSpec().to_dict()
     del old["erase_ratio"]  # a record made before a field existed reads with its default
     assert ViewSpec.from_dict(old) == ViewSpec()
@@ -381,4 +383,198 @@ def test_in_layout():
 
 
 def test_fields_are_the_settings():
-    assert FIELDS == tuple(ViewSpec().to_dict())
+    assert FIELDS == tuple(ViewSpec().to_dict(full=True))
+
+
+# ---------------------------------------------------------------------------------------
+# Mixing columns (rendering mixed views: tests/test_mixing.py)
+
+from vwwfast.views import MIX_COLUMNS, beta_symmetric  # noqa: E402
+
+OLD = COL["erase_w"] + 1  # the columns before mixing existed
+
+
+def _mix(spec_name="fm", seed=0, view=0, **overrides):
+    return view_params(view_spec(spec_name, overrides), seed, view, np.arange(N), H, W)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"cutmix": 1.0}, {"mixup": 0.2, "cutmix": 2.0, "mix_prob": 0.5}])
+def test_mixing_leaves_the_other_columns_alone(train, overrides):
+    """New draw numbers after the old ones: the crop, flip, colour and erase columns of a
+    mixing spec are those of the same spec without mixing (so test_golden_row, recorded
+    before mixing existed, still holds)."""
+    np.testing.assert_array_equal(_mix(**overrides)[:, :OLD], train[:, :OLD])
+    assert PARAM_COLUMNS[OLD:] == tuple(MIX_COLUMNS)
+
+
+def test_fm_mixes_every_view_by_mixup_with_a_uniform_weight():
+    p = _mix()
+    partner, lam = p[:, COL["partner"]], p[:, COL["mix_lam"]].astype(np.float64)
+    assert (partner == np.round(partner)).all() and partner.min() >= 0 and partner.max() < N
+    assert (partner != np.arange(N)).all()                      # never oneself
+    counts = np.bincount(partner.astype(int), minlength=N)      # uniform over the others
+    assert counts.max() <= 12 and (counts == 0).mean() == pytest.approx(np.exp(-1), abs=0.02)
+    assert (lam > 0).all() and (lam < 1).all()
+    assert lam.mean() == pytest.approx(0.5, abs=0.01) and lam.var() == pytest.approx(1 / 12, rel=0.03)
+    assert (p[:, COL["mix_y0"]:] == 0).all()                    # mixup: no box
+
+
+def test_cutmix_box_and_weight():
+    p = _mix("default", cutmix=1.0).astype(np.float64)
+    y0, x0, h, w = (p[:, COL[c]] for c in ("mix_y0", "mix_x0", "mix_h", "mix_w"))
+    lam = p[:, COL["mix_lam"]]
+    assert (y0 >= 0).all() and (x0 >= 0).all() and (y0 + h <= 1 + 1e-6).all() and (x0 + w <= 1 + 1e-6).all()
+    assert (h > 0).mean() > 0.999
+    np.testing.assert_allclose(lam, 1 - h * w, atol=1e-6)        # the kept area share
+    e = 1e-5
+    inside = (y0 > e) & (x0 > e) & (y0 + h < 1 - e) & (x0 + w < 1 - e)  # unclipped: square
+    np.testing.assert_allclose(h[inside], w[inside], atol=1e-6)
+    assert inside.mean() > 0.05 and lam.mean() > 0.5            # clipping only shrinks boxes
+
+
+def test_mix_prob_and_switch_prob():
+    p = _mix("default", mixup=0.4, cutmix=1.0, mix_prob=0.3, switch_prob=0.25)
+    mixed = p[:, COL["partner"]] >= 0
+    assert mixed.mean() == pytest.approx(0.3, abs=0.015)
+    assert (p[~mixed, COL["mix_lam"]] == 1).all() and (p[~mixed, COL["mix_y0"]:] == 0).all()
+    cut = p[mixed, COL["mix_h"]] > 0
+    assert cut.mean() == pytest.approx(0.25, abs=0.025)
+    off = _mix("default", mixup=1.0, mix_prob=0.0)
+    assert (off[:, COL["partner"]] == -1).all() and (off[:, COL["mix_lam"]] == 1).all()
+
+
+def test_mixing_columns_per_seed_view_and_index():
+    full = _mix("default", cutmix=1.0, mixup=0.5)
+    rng = np.random.default_rng(2)
+    sub = rng.choice(N, 300, replace=False)
+    spec = view_spec("default", {"cutmix": 1.0, "mixup": 0.5})
+    np.testing.assert_array_equal(view_params(spec, 0, 0, sub, H[sub], W[sub], num_samples=N), full[sub])
+    chunks = [view_params(spec, 0, 0, np.arange(a, min(a + 999, N)), H[a:a + 999], W[a:a + 999],
+                          num_samples=N) for a in range(0, N, 999)]
+    np.testing.assert_array_equal(np.concatenate(chunks), full)
+    other = _mix("default", view=1, cutmix=1.0, mixup=0.5)
+    assert (other[:, OLD:] != full[:, OLD:]).any(axis=1).mean() > 0.99
+    # a subset without the split's size would draw partners among too few samples
+    with pytest.raises(ValueError, match="num_samples"):
+        view_params(spec, 0, 0, sub, H[sub], W[sub])
+    with pytest.raises(ValueError, match="num_samples"):
+        view_params(spec, 0, 0, [5], [10], [10], num_samples=5)
+    with pytest.raises(UserError, match="at least 2"):
+        view_params(spec, 0, 0, [0], [10], [10])
+    # a spec without mixing needs no split size
+    assert view_params(ViewSpec(), 0, 0, sub, H[sub], W[sub]).shape == (300, len(PARAM_COLUMNS))
+
+
+def test_golden_mix_rows():
+    """Fixed values of the mixing draws (partner, weight, box)."""
+    p = view_params(view_spec("default", {"mixup": 0.4, "cutmix": 1.0}), 7, 3, np.arange(6),
+                    [224] * 6, [299] * 6)
+    np.testing.assert_allclose(p[:, OLD:], [
+        [1.0, 0.000938079901970923, 0.0, 0.0, 0.0, 0.0],
+        [5.0, 0.6385850310325623, 0.5217815041542053, 0.0, 0.4782184958457947, 0.7557528614997864],
+        [0.0, 0.043969642370939255, 0.0, 0.0, 0.0, 0.0],
+        [4.0, 0.9404318928718567, 0.8170849084854126, 0.4687659740447998, 0.1829151213169098,
+         0.32565972208976746],
+        [5.0, 0.9593918323516846, 0.0, 0.0, 0.0, 0.0],
+        [1.0, 0.9744561910629272, 0.0, 0.0, 0.0, 0.0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("a", [0.05, 0.2, 0.4, 0.5, 0.8, 1.0, 2.0, 8.0])
+def test_beta_sampler_mean_and_variance(a):
+    """Johnk (a <= 1/2) and Ulrich (a > 1/2) against Beta(a, a): mean 1/2, variance
+    1 / (4 (2a + 1)), and the share of very uneven weights."""
+    u = uniforms(sample_keys(11, 0, np.arange(200_000)), 32)
+    x = beta_symmetric(u, a)
+    assert np.isfinite(x).all() and (x >= 0).all() and (x <= 1).all()
+    var = 1 / (4 * (2 * a + 1))
+    assert x.mean() == pytest.approx(0.5, abs=3e-3)
+    assert x.var() == pytest.approx(var, rel=0.02)
+    assert (x < 0.25).mean() == pytest.approx((x > 0.75).mean(), abs=0.005)
+
+
+def test_beta_sampler_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    u = uniforms(sample_keys(3, 1, np.arange(50_000)), 32)
+    for a in (0.3, 1.0, 3.0):
+        assert stats.kstest(beta_symmetric(u, a), stats.beta(a, a).cdf).pvalue > 1e-3
+
+
+def test_beta_fallback_after_every_try_fails():
+    """Uniforms near 0 make X and Y near 1: every Johnk try is rejected; the last try's
+    ratio is taken, a finite weight in [0, 1]."""
+    u = np.full((4, 32), 1e-9)
+    u[:, 1::2] = 2e-9
+    x = beta_symmetric(u, 0.3)
+    assert np.isfinite(x).all() and ((x >= 0) & (x <= 1)).all()
+
+
+def test_mixing_spec_settings():
+    fm = view_spec("fm")
+    assert fm == ViewSpec(mixup=1.0) and fm.mixes and not fm.is_plain
+    assert fm.non_default() == {"mixup": 1.0} and fm.describe() == "default, mixup=1.0"
+    assert not ViewSpec().mixes and not view_spec("default", {"mix_prob": 0.5}).mixes
+    assert not view_spec("plain", {"mixup": 0.2}).is_plain           # mixing is augmentation
+    assert not view_spec("default", {"cutmix": 1.0, "mix_prob": 0.0}).mixes
+    for base in ("default", "plain", "fm"):
+        spec = view_spec(base, {"cutmix": 0.5, "switch_prob": 0.3})
+        for over in ("default", "plain", "fm"):
+            assert view_spec(over, spec.non_default(over)) == spec
+    with pytest.raises(UserError, match="'default', 'plain', 'fm'"):
+        view_spec("mixup")
+
+
+def test_to_dict_of_a_spec_without_mixing_is_as_before():
+    """Stores made before mixing existed keep their fingerprints (so they resume and
+    extend): a spec that does not mix leaves its mixing fields at their defaults out."""
+    before = ["crop", "scale", "ratio", "flip", "brightness", "contrast", "saturation", "hue",
+              "erase", "erase_scale", "erase_ratio"]
+    assert list(ViewSpec().to_dict()) == before
+    assert list(ViewSpec(erase=0.5).to_dict()) == before
+    fm = view_spec("fm", {"cutmix": 0.5})
+    assert fm.to_dict() == {**ViewSpec().to_dict(), "mixup": 1.0, "cutmix": 0.5}
+    assert list(ViewSpec().to_dict(full=True)) == list(FIELDS)
+    for spec in (ViewSpec(), fm, view_spec("default", {"mix_prob": 0.5})):
+        assert ViewSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mixup": -0.1}, "mixup must be a Beta(a, a) concentration within [0, 100]"),
+    ({"cutmix": 1000}, "cutmix must be a Beta(a, a) concentration"),
+    ({"mix_prob": 1.5}, "mix_prob must be a probability within [0, 1]"),
+    ({"switch_prob": -0.5}, "switch_prob must be a probability"),
+    ({"mixup": "strong"}, "mixup takes a number"),
+])
+def test_mixing_out_of_range_refused(overrides, message):
+    with pytest.raises(UserError) as e:
+        view_spec("fm", overrides)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, hint", [("mixup_alpha", "mixup"), ("cutmix_alpha", "cutmix"),
+                                       ("mixup_prob", "mix_prob"), ("cut_mix", "cutmix"),
+                                       ("switch_pro", "switch_prob")])
+def test_mixing_aliases(key, hint):
+    with pytest.raises(UserError, match=f"did you mean '{hint}'"):
+        view_spec("default", {key: 0.5})
+
+
+def test_mixed_store_refused_by_another_spec():
+    store = view_spec("fm")
+    assert spec_conflicts(store, "default", {}) == \
+        ["mixup: store 1.0, asked 0.0 (from --view-spec default)"]
+    assert spec_conflicts(store, None, {"cutmix": 1.0}) == ["cutmix: store 0.0, asked 1.0"]
+    assert spec_conflicts(store.to_dict(), "fm", {}) == []
+    assert spec_conflicts(ViewSpec(), None, {"mixup": 0.4}) == ["mixup: store 0.0, asked 0.4"]
+
+
+def test_old_store_layout_reads_as_not_mixed():
+    p = view_params(ViewSpec(erase=0.5), 0, 0, np.arange(10), H[:10], W[:10])
+    old = list(PARAM_COLUMNS[:OLD])
+    stored = np.stack([p[:, :OLD], p[:, :OLD]])             # [E, N, 13] of an older store
+    got = in_layout(stored, old)
+    assert got.shape == (2, 10, len(PARAM_COLUMNS))
+    np.testing.assert_array_equal(got[0], p)                 # the mixing columns: not mixed
+    mixed = _mix()[:10]
+    np.testing.assert_array_equal(in_layout(mixed[:, ::-1], list(reversed(PARAM_COLUMNS))), mixed)
+    with pytest.raises(UserError, match="no view-parameter columns hue"):
+        in_layout(np.delete(p, COL["hue"], axis=1), [c for c in PARAM_COLUMNS if c != "hue"])

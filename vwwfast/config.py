@@ -97,8 +97,9 @@ class TrainConfig:
     bn_settle: int = opt(2048, "training images run through the model to recompute BatchNorm "
                                "statistics before each evaluation; 0 = off", lo=0, sweep=True)
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True)
-    view_spec: Optional[str] = opt(None, "training augmentation base: 'default' or 'plain' (none); "
-                                         "unset = 'default', or the teacher cache's")
+    view_spec: Optional[str] = opt(None, "training augmentation base: 'default', 'plain' (none) or "
+                                         "'fm' (default + mixup on every view); unset = "
+                                         "'default', or the teacher cache's")
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable), e.g. --view erase=0.25 "
                          "--view scale=0.08,1.0; YAML: a `views:` section", action="append",
                      metavar="KEY=VALUE")
@@ -164,7 +165,8 @@ class CacheTeacherConfig:
                        path=True)
     views: int = opt(10, "number of augmented views E per training sample", lo=1)
     input_size: Optional[int] = opt(None, "teacher input size in pixels; unset = the checkpoint's", lo=8)
-    view_spec: str = opt("default", "'default' (augmented views) or 'plain' (one un-augmented view)")
+    view_spec: str = opt("default", "'default' (augmented views), 'plain' (one un-augmented view) "
+                                  "or 'fm' (augmented views, each mixed up with another sample's)")
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable); YAML: a `views:` "
                          "mapping", action="append", metavar="KEY=VALUE")
     seed: int = opt(0, "seed of the view parameters")
@@ -223,8 +225,8 @@ class ExportConfig:
 @dataclass
 class ViewsConfig:
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
-    view_spec: Optional[str] = opt(None, "training augmentation base: 'default' or 'plain'; unset = "
-                                         "'default', or the cache's")
+    view_spec: Optional[str] = opt(None, "training augmentation base: 'default', 'plain' or 'fm'; "
+                                         "unset = 'default', or the cache's")
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable); YAML: a `views:` "
                          "section", action="append", metavar="KEY=VALUE")
     cache: Optional[str] = opt(None, "show the views stored in this teacher cache instead", path=True)

@@ -1,6 +1,8 @@
 """A rendered split: a shard split, its renderer and the size it renders at.
 
 Used alike by the trainer, the teacher cache, the online teacher, evaluation and export.
+A view table that mixes (mixup / cutmix columns, see views.py) is rendered as mixed views
+(vwwfast.mixing) by both `batches` and `render_batch`: y is then soft, float [B, 2].
 """
 
 from __future__ import annotations
@@ -8,13 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from vwwfast import distributed as D
+from vwwfast.mixing import MixingRenderer, mixes, render_mixed
 from vwwfast.render import iterate, make_renderer
 from vwwfast.views import val_params as _val_params
 
 
 class SplitData:
     """`batches(order, params, batch_size)` yields (x, y, idx) with x normalised
-    [B, 3, size, size] on the renderer's device; `close()` frees the renderer."""
+    [B, 3, size, size] on the renderer's device, y int64 [B] (soft float [B, 2] when the
+    views mix); `render_batch` renders one batch the same way; `close()` frees the renderer."""
 
     def __init__(self, shards, name: str, cfg, device, size: int):
         self.split = shards.split(name)
@@ -33,7 +37,19 @@ class SplitData:
 
     def batches(self, order: np.ndarray, params: np.ndarray, batch_size: int):
         """`params` holds one row per sample of the split (indexed by sample index)."""
-        return iterate(self.renderer, order, lambda idx: params[idx], batch_size, self.size)
+        renderer = MixingRenderer(self.renderer, params) if mixes(params) else self.renderer
+        return iterate(renderer, order, lambda idx: params[idx], batch_size, self.size)
+
+    def render_batch(self, idx: np.ndarray, params: np.ndarray, size: int | None = None,
+                     dtype=None, out=None):
+        """(x, y) of samples `idx`, as `batches` renders them: `params` is the whole view
+        table (one row per sample of the split: a mixed view needs its partner's row).
+        size: default this split's."""
+        size = size or self.size
+        if mixes(params):
+            return render_mixed(self.renderer, idx, params, size, dtype=dtype, out=out)
+        return self.renderer.render(np.asarray(idx, dtype=np.int64), params[idx], size,
+                                    dtype=dtype, out=out)
 
     def close(self) -> None:
         self.renderer.close()

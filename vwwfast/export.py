@@ -156,8 +156,10 @@ def onnx_predictor(path: Path):
 def calibration_views(shards, config: dict, n: int, device, size: int) -> np.ndarray:
     """`n` training views [n, 3, size, size] (normalised, float32), rendered as the run
     rendered them: its view parameters of epoch 1 (then 2, ... when n exceeds the split),
-    its renderer settings, a seeded choice of samples."""
+    its renderer settings, a seeded choice of samples. Mixed views (mixup / cutmix) are
+    calibrated unmixed: the deployed model sees single images, not blends."""
     from vwwfast.data import SplitData
+    from vwwfast.mixing import unmixed
     from vwwfast.teacher import run_train_views
     how = SimpleNamespace(renderer=config.get("renderer") or "auto",
                           decoded_size=config.get("decoded_size") or 160,
@@ -167,7 +169,7 @@ def calibration_views(shards, config: dict, n: int, device, size: int) -> np.nda
     chunks, epoch, left = [], 1, n
     try:
         while left > 0:
-            params = run_train_views(config, data.split, epoch)
+            params = unmixed(run_train_views(config, data.split, epoch))
             if len(params) != len(data):
                 raise UserError(f"the run's training views are for {len(params)} samples, "
                                 f"{shards.root} has {len(data)}: export with the run's shards")

@@ -102,6 +102,8 @@ def _caption(p: np.ndarray) -> str:
         parts.append("flip")
     if p[COL["erase_h"]] > 0:
         parts.append("erase")
+    if p[COL["partner"]] >= 0:   # the share of the sample's own image
+        parts.append(f"{'cut' if p[COL['mix_h']] > 0 else 'mix'} {100 * p[COL['mix_lam']]:.0f}%")
     return " ".join(parts)
 
 
@@ -114,8 +116,9 @@ def _given(cfg, name: str):
 
 
 def _store_views(cfg, shards, idx: np.ndarray):
-    """The views the store holds for samples `idx`: (params [V, n, P], title), after
-    checking the view settings given against the store's."""
+    """The views the store holds for samples `idx`: (params [V, n, P], title, tables),
+    after checking the view settings given against the store's. tables: the whole views
+    [V, N, P] when they mix (a partner's row is needed to render it), else None."""
     from vwwfast.progress import info
     from vwwfast.teacher_cache import TeacherCache
     from vwwfast.views import ViewSpec, in_layout, spec_conflicts
@@ -137,16 +140,19 @@ def _store_views(cfg, shards, idx: np.ndarray):
     n_views = min(cfg.views, done)
     if n_views < cfg.views:
         info(f"{store.path} holds {done} views: showing {n_views}, not {cfg.views}")
-    params = store.read("train/params", (slice(0, n_views), idx, slice(None)))
-    params = in_layout(params, store.attrs["param_columns"], str(store.path))
     base = store.attrs.get("view_spec_name", "default")
     spec = ViewSpec.from_dict(fp["view_spec"], str(store.path))
+    rows = slice(None) if spec.mixes else idx
+    params = store.read("train/params", (slice(0, n_views), rows, slice(None)))
+    params = in_layout(params, store.attrs["param_columns"], str(store.path))
+    tables = params if spec.mixes else None
+    params = params[:, idx] if spec.mixes else params
     title = (f"{store.path.name};  views 1-{n_views} of {store.num_views};  {spec.describe(base)};  "
              f"seed {fp['seed']}")
     if store.plain:
         info("a plain store: its one view is the whole image; a student using it draws its own "
              "augmented views (show them without --cache)")
-    return params, title
+    return params, title, tables
 
 
 def views_command(cfg) -> Path:
@@ -171,23 +177,31 @@ def views_command(cfg) -> Path:
         info(f"{shards.root} has {len(idx)} train samples: showing {len(idx)} rows, not {cfg.samples}")
     H, W = split.heights[idx], split.widths[idx]
     if cfg.cache:
-        params, title = _store_views(cfg, shards, idx)
+        params, title, tables = _store_views(cfg, shards, idx)
     else:
         base = cfg.view_spec or "default"
         spec = view_spec(base, cfg.view)
         seed = cfg.seed if cfg.seed is not None else 0
-        params = np.stack([view_params(spec, seed, v, idx, H, W) for v in range(cfg.views)])
+        # mixed views draw partners among the whole split: generate it whole (numpy, cheap)
+        tables = (np.stack([view_params(spec, seed, v, np.arange(len(split)), split.heights,
+                                        split.widths) for v in range(cfg.views)])
+                  if spec.mixes else None)
+        params = (tables[:, idx] if tables is not None else
+                  np.stack([view_params(spec, seed, v, idx, H, W) for v in range(cfg.views)]))
         title = f"{shards.root.name} (train);  {spec.describe(base)};  seed {seed}"
     params = np.concatenate([val_params(H, W)[None], params])   # column 0: the whole image
 
     data = SplitData(shards, "train", cfg, resolve_device(cfg.device), cfg.size)
     try:
-        tiles = np.stack([to_uint8(data.renderer.render(idx, p, cfg.size)[0]) for p in params], axis=1)
+        tiles = np.stack([to_uint8(data.renderer.render(idx, params[0], cfg.size)[0])] +
+                         [to_uint8(data.render_batch(idx, tables[v], cfg.size)[0] if tables is not None
+                                   else data.renderer.render(idx, params[v + 1], cfg.size)[0])
+                          for v in range(len(params) - 1)], axis=1)
     finally:
         data.close()
     names = {0: "no person", 1: "person"}
     captions = [[f"{W[r]}x{H[r]} px"] + [_caption(p[r]) for p in params[1:]] for r in range(len(idx))]
-    title += ";  captions: crop area, flip, erase"
+    title += ";  captions: crop area, flip, erase" + (", own share of a mix" if tables is not None else "")
     img = grid_image(tiles, title=title, col_labels=["image"] + [f"view {v}" for v in range(1, len(params))],
                      row_labels=[f"{i:0{KEY_DIGITS}d}\n{names.get(int(split.labels[i]), split.labels[i])}"
                                  for i in idx],

@@ -134,7 +134,8 @@ class OnlineTeacher(OwnViews):
     @torch.no_grad()
     def logits(self, epoch, idx, params):
         idx_np = idx.cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
-        x, _ = self.render.renderer.render(idx_np, params[idx_np], self.size)
+        # params: the whole view table, so a mixed view blends in its partner's rendering
+        x, _ = self.render.render_batch(idx_np, params, self.size)
         with autocast(x.device):
             return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 

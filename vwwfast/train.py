@@ -28,6 +28,7 @@ from vwwfast.errors import UserError
 from vwwfast.evaluate import evaluate, fmt_metric, model_predictor
 from vwwfast.losses import KDRecipe
 from vwwfast.metrics import confusion_matrix, summarize
+from vwwfast.mixing import unmixed
 from vwwfast.models import autocast
 from vwwfast.progress import bar, info, result, warn
 from vwwfast.render import resolve_device
@@ -48,7 +49,8 @@ def settle_bn(models: list, data: SplitData, order: np.ndarray, params: np.ndarr
     """Recompute BatchNorm running statistics with the current weights: a cumulative average
     over images[k] training views for model k, the batches rendered once for all. Running
     averages that trail fast-moving weights otherwise leave short runs evaluating at the
-    majority-class rate."""
+    majority-class rate. Mixed views settle unmixed: evaluation (and deployment) sees single
+    images, and a blend of two has other statistics (less contrast)."""
     todo = []
     for model, n in zip(models, images):
         bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -61,7 +63,7 @@ def settle_bn(models: list, data: SplitData, order: np.ndarray, params: np.ndarr
     if not todo:
         return
     start = 0
-    for x, _, _ in data.batches(order[:max(n for _, n, _, _ in todo)], params, batch_size):
+    for x, _, _ in data.batches(order[:max(n for _, n, _, _ in todo)], unmixed(params), batch_size):
         for model, n, _, _ in todo:
             if start < n:  # a model that settles on fewer images sees a prefix of the same batches
                 with autocast(x.device):
