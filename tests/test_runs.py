@@ -230,8 +230,13 @@ def test_resolve_run_by_path_id_short_id_or_part(tmp_path):
     assert resolve_run("kd_ab", tmp_path).id == b.id                 # a unique part
     assert resolve_run("base", tmp_path).id == t.id
     assert resolve_run(f"somewhere/{b.id}", tmp_path).id == b.id    # a path under another root
+    assert resolve_run("kd_a", tmp_path).id == a.id                  # an id's end: its whole tag
     with pytest.raises(UserError, match="matches 2 runs.*10-27_15-06-43_kd_a"):
-        resolve_run("kd_a", tmp_path)       # kd_a and kd_ab: refused
+        resolve_run("kd", tmp_path)         # a part of kd_a and kd_ab: refused
+    c = finished_run(tmp_path, DistillConfig(shards="s", tag="kd_a"), T2.replace(hour=18), 0.8)
+    with pytest.raises(UserError, match="matches 2 runs"):
+        resolve_run("kd_a", tmp_path)       # two runs tagged kd_a (not kd_ab): refused
+    assert resolve_run(c.short_id, tmp_path).id == c.id
     with pytest.raises(UserError, match="no run 'nope'"):
         resolve_run("nope", tmp_path)
     (tmp_path / "junk").mkdir()

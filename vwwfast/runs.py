@@ -424,7 +424,7 @@ def _flat_view(config: dict, fields: list[str]) -> dict:
     if not isinstance(config.get("view"), dict):
         return config
     from vwwfast.views import view_spec
-    base = view_spec(config.get("view_spec") or "default").to_dict()
+    base = view_spec(config.get("view_spec") or "default").to_dict(full=True)
     out = {k: v for k, v in config.items() if k != "view"}
     out.update({f"view.{f}": config["view"].get(f, base.get(f)) for f in fields})
     return out
@@ -432,11 +432,15 @@ def _flat_view(config: dict, fields: list[str]) -> dict:
 
 def _match(ref: str, items: list, what: str, root: Path):
     """The one item named by its id, its short id, or a part of either that no other has."""
-    for exact in (lambda x: x.id == ref, lambda x: x.short_id == ref):
-        hits = [x for x in items if exact(x)]
-        if len(hits) == 1:
-            return hits[0]
-    hits = [x for x in items if ref in x.id or ref in x.short_id]
+    # whole ids first, then an id's end (a short id without its date: '07-24-26_sup_a0' is
+    # not also '07-24-26_sup_a0.55'), then any part
+    hits = []
+    for named in (lambda x: x.id == ref, lambda x: x.short_id == ref,
+                  lambda x: x.id.endswith(ref) or x.short_id.endswith(ref),
+                  lambda x: ref in x.id or ref in x.short_id):
+        hits = [x for x in items if named(x)]
+        if hits:   # the first rule that names any: one, or say which
+            break
     if len(hits) == 1:
         return hits[0]
     if hits:
