@@ -323,9 +323,11 @@ views:
     assert spec.non_default() == {"scale": [0.08, 1.0], "erase": 0.25, "erase_scale": [0.02, 0.33]}
     run2 = resolve(DistillConfig, yaml.safe_load(text.replace("erase: 0.25", "erase: 0")))
     assert view_spec(run2.view_spec or "default", run2.view).erase == 0.0
-    bad = resolve(DistillConfig, yaml.safe_load("views:\n  random_erasing: 0.25\n"))
+    # a wrong view setting is refused when the config resolves, before any work
     with pytest.raises(UserError, match="did you mean 'erase'"):
-        view_spec(bad.view_spec or "default", bad.view)
+        resolve(DistillConfig, yaml.safe_load("views:\n  random_erasing: 0.25\n"))
+    with pytest.raises(UserError, match="unknown view spec 'fmm'; did you mean 'fm'"):
+        resolve(DistillConfig, {"view_spec": "fmm"})
 
 
 def test_non_default():

@@ -520,6 +520,14 @@ def _finish(cls, values: dict, where: str):
             value = normalize_path(value)
         _check_value(name, value, fields_[name], where)
         out[name] = value
+    if "view" in fields_ and "view_spec" in fields_:
+        # view settings are checked with the rest, before any work (and by --print-config);
+        # numpy comes with views.py: imported here, not at `--help`'s start-up
+        from vwwfast.views import view_spec
+        try:
+            view_spec(out.get("view_spec") or "default", out.get("view") or {})
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
     return cls(**out)
 
 
