@@ -278,10 +278,16 @@ def test_values_are_normalised():
     ({"flip": True}, "flip takes a number"),
     ({"erase": "lots"}, "erase takes a number"),
     ({"erase": None}, "erase takes a number"),
+    ({"mixup": -0.1}, "mixup must be a Beta(a, a) concentration within [0, 100]"),
+    ({"cutmix": 1000}, "cutmix must be a Beta(a, a) concentration"),
+    ({"mix_prob": 1.5}, "mix_prob must be a probability within [0, 1]"),
+    ({"switch_prob": -0.5}, "switch_prob must be a probability"),
+    ({"mixup": "strong"}, "mixup takes a number"),
 ])
-def test_out_of_range_refused(overrides, message):
+@pytest.mark.parametrize("base", ["default", "fm"])
+def test_out_of_range_refused(base, overrides, message):
     with pytest.raises(UserError) as e:
-        view_spec("default", overrides)
+        view_spec(base, overrides)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -537,19 +543,6 @@ def test_to_dict_of_a_spec_without_mixing_is_as_before():
     assert list(ViewSpec().to_dict(full=True)) == list(FIELDS)
     for spec in (ViewSpec(), fm, view_spec("default", {"mix_prob": 0.5})):
         assert ViewSpec.from_dict(spec.to_dict()) == spec
-
-
-@pytest.mark.parametrize("overrides, message", [
-    ({"mixup": -0.1}, "mixup must be a Beta(a, a) concentration within [0, 100]"),
-    ({"cutmix": 1000}, "cutmix must be a Beta(a, a) concentration"),
-    ({"mix_prob": 1.5}, "mix_prob must be a probability within [0, 1]"),
-    ({"switch_prob": -0.5}, "switch_prob must be a probability"),
-    ({"mixup": "strong"}, "mixup takes a number"),
-])
-def test_mixing_out_of_range_refused(overrides, message):
-    with pytest.raises(UserError) as e:
-        view_spec("fm", overrides)
-    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("key, hint", [("mixup_alpha", "mixup"), ("cutmix_alpha", "cutmix"),

@@ -90,17 +90,14 @@ def render_mixed(renderer, idx, params, size: int, dtype=None, out=None, rows=No
     rows = np.asarray(params[idx] if rows is None else rows)
     x, y = renderer.render(idx, rows, size)        # float32: blended before any cast
     mixed = np.flatnonzero(rows[:, COL["partner"]] >= 0)
-    lam = rows[:, COL["mix_lam"]].copy()
-    y_partner = y.clone()
+    y_partner = y.clone()          # an unmixed row's mix_lam is 1: its own label only
     if len(mixed):
         partners = rows[mixed, COL["partner"]].astype(np.int64)
         x_p, y_p = renderer.render(partners, np.asarray(params[partners]), size)
         sel = torch.as_tensor(mixed, device=x.device)
         x[sel] = blend(x[sel], x_p, rows[mixed]).to(x.dtype)
         y_partner[sel] = y_p
-    else:
-        lam[:] = 1.0
-    y = soft_labels(y, y_partner, lam)
+    y = soft_labels(y, y_partner, rows[:, COL["mix_lam"]])
     if out is not None:
         return out.copy_(x), y
     return (x if dtype is None or x.dtype == dtype else x.to(dtype)), y

@@ -193,10 +193,11 @@ def views_command(cfg) -> Path:
 
     data = SplitData(shards, "train", cfg, resolve_device(cfg.device), cfg.size)
     try:
-        tiles = np.stack([to_uint8(data.renderer.render(idx, params[0], cfg.size)[0])] +
-                         [to_uint8(data.render_batch(idx, tables[v], cfg.size)[0] if tables is not None
-                                   else data.renderer.render(idx, params[v + 1], cfg.size)[0])
-                          for v in range(len(params) - 1)], axis=1)
+        def column(c: int):   # c = 0: the whole image; c >= 1: view c - 1
+            if c and tables is not None:   # a mix renders its partner's row too
+                return data.render_batch(idx, tables[c - 1], cfg.size)[0]
+            return data.renderer.render(idx, params[c], cfg.size)[0]
+        tiles = np.stack([to_uint8(column(c)) for c in range(len(params))], axis=1)
     finally:
         data.close()
     names = {0: "no person", 1: "person"}
