@@ -72,9 +72,9 @@ def image_folder(tmp_path):
 @pytest.fixture(scope="session")
 def synth_shards(tmp_path_factory):
     """A tiny synthetic set through the real COCO path: 96 train / 48 val images at 64 px."""
-    from vwwfast.shards import write_shards
-    from vwwfast.sources.coco import LABEL_RULE, coco_items
-    from vwwfast.sources.synthetic import write_synthetic
+    from vwwfast.data.shards import write_shards
+    from vwwfast.data.sources.coco import LABEL_RULE, coco_items
+    from vwwfast.data.sources.synthetic import write_synthetic
     root = tmp_path_factory.mktemp("synth")
     write_synthetic(root / "coco", train=96, val=48, seed=0, show_progress=False)
     splits, source = coco_items(root / "coco", "minival")
@@ -87,7 +87,7 @@ def synth_shards(tmp_path_factory):
 def small_teacher(synth_shards, tmp_path_factory):
     """A MobileNetV3-Small 'teacher' at 48 px, one epoch on synth_shards: its model.pt."""
     from vwwfast import config as C
-    from vwwfast.train import train_teacher
+    from vwwfast.train.commands import train_teacher
     runs = tmp_path_factory.mktemp("small_teacher")
     s = train_teacher(C.resolve(C.TrainConfig, dict(
         shards=str(synth_shards), arch="mobilenet_v3_small", input_size=48, epochs=1, batch_size=32,
@@ -99,7 +99,7 @@ def small_teacher(synth_shards, tmp_path_factory):
 def small_store(synth_shards, small_teacher, tmp_path_factory):
     """small_teacher's cache: 2 augmented views."""
     from vwwfast import config as C
-    from vwwfast.teacher_cache import cache_teacher
+    from vwwfast.teach.build import cache_teacher
     out = tmp_path_factory.mktemp("small_store") / "t.zarr"
     return str(cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
         shards=str(synth_shards), teacher=small_teacher, views=2, out=str(out), batch_size=32,

@@ -6,12 +6,12 @@ from PIL import Image
 
 import torch
 
-from vwwfast import bench
-from vwwfast.bench import bench_loader
+from vwwfast.bench import loader as bench
+from vwwfast.bench.loader import bench_loader
 from vwwfast.config import BenchLoaderConfig
 from vwwfast.errors import UserError
-from vwwfast.render import dali_available
-from vwwfast.shards import SourceItem, write_shards
+from vwwfast.data.render.base import dali_available
+from vwwfast.data.shards import SourceItem, write_shards
 
 
 @pytest.fixture

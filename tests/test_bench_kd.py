@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vwwfast import config as C
-from vwwfast.bench_kd import bench_kd
+from vwwfast.bench.kd import bench_kd
 
 
 @pytest.mark.slow

@@ -10,8 +10,10 @@ import yaml
 
 from test_runs import T0, T1, T2, finished_run, quick_curves, summary, teacher_info  # noqa: F401
 from vwwfast import config as C
-from vwwfast.card import NOTES_BEGIN, NOTES_END
-from vwwfast.runs import Run, versions
+from vwwfast.records.card import NOTES_BEGIN, NOTES_END
+from vwwfast.records.report import write_report
+from vwwfast.records.runs import Run
+from vwwfast.provenance import versions
 
 
 def _card(run: Run) -> str:
@@ -25,7 +27,7 @@ def _kd_run(tmp_path, **kw):
                           temperature=4.0, epochs=2, tag="kd", note="alpha 0.7 -> 0.2", **kw)
     run = finished_run(tmp_path, cfg, T1, 0.85, teacher=teacher_info(teacher))
     run.update_summary({"remarks": ["2 epochs over 10 cached views: epoch e replays view (e - 1) mod 10"]})
-    run.write_card()
+    write_report(run)
     return teacher, run
 
 
@@ -88,14 +90,14 @@ def test_notes_survive_every_rewrite(tmp_path):
     card = _card(run)
     assert "continue with `vwwfast distill --resume x`" in card
     (run.path / "card.md").write_text(card.replace(f"{NOTES_BEGIN}\n", f"{NOTES_BEGIN}\n{notes}\n"))
-    run.write_card()                                    # `vwwfast export` rewrites it
-    run.finish(summary(0.82, epoch=4), "finished")      # the resumed run finishes
+    write_report(run)                                    # `vwwfast export` rewrites it
+    write_report(run, run.finish(summary(0.82, epoch=4), "finished"))  # the resumed run finishes
     card = _card(run)
     assert f"{NOTES_BEGIN}\n{notes}\n{NOTES_END}\n" in card
     assert "**Status:** finished" in card and card.count(NOTES_BEGIN) == 1
     # the closing marker deleted by hand: the notes run to the end and still survive
     (run.path / "card.md").write_text(card.replace(NOTES_END, "more words"))
-    run.write_card()
+    write_report(run)
     assert f"{notes}\nmore words\n{NOTES_END}" in _card(run)
 
 
@@ -127,7 +129,7 @@ def test_export_section(tmp_path):
                         "model-int8.tflite": {}},  # missing keys are tolerated
               "quantization": {"calibration_views": 512}, "warnings": []}
     (run.path / "export" / "export.json").write_text(json.dumps(report))
-    run.write_card()
+    write_report(run)
     card = _card(run)
     assert "## Export" in card
     assert "| model.pt (float) | float32 | 5,947 KB | 0.8500 | - |" in card

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from vwwfast import config as C
 
@@ -26,7 +25,7 @@ def torchrun(*args, cwd=None):
 
 @pytest.fixture(scope="module")
 def teacher(synth_shards, tmp_path_factory):
-    from vwwfast.train import train_teacher
+    from vwwfast.train.commands import train_teacher
     runs = tmp_path_factory.mktemp("dist_teacher")
     s = train_teacher(C.resolve(C.TrainConfig, dict(
         shards=str(synth_shards), arch="mobilenet_v3_small", input_size=32, epochs=1,
@@ -35,7 +34,8 @@ def teacher(synth_shards, tmp_path_factory):
 
 
 def test_cache_teacher_two_processes_equals_one(synth_shards, teacher, tmp_path):
-    from vwwfast.teacher_cache import TeacherCache, cache_teacher
+    from vwwfast.teach.build import cache_teacher
+    from vwwfast.teach.cache import TeacherCache
     one = cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
         shards=str(synth_shards), teacher=teacher, views=2, out=str(tmp_path / "one.zarr"),
         renderer="decoded", decoded_size=48)))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vwwfast.epochs import epoch_order, rank_bounds, rank_slice, steps_per_rank, val_order
+from vwwfast.data.epochs import epoch_order, rank_bounds, rank_slice, steps_per_rank
 
 
 def test_order_is_a_seeded_permutation():
@@ -42,6 +42,3 @@ def test_rank_bounds_and_steps():
     assert steps_per_rank(11, 3, batch_size=2, drop_last=True) == 1
     assert steps_per_rank(10, 1, batch_size=4) == 3
 
-
-def test_validation_order():
-    np.testing.assert_array_equal(val_order(5), np.arange(5))

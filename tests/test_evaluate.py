@@ -15,13 +15,13 @@ from PIL import Image
 from vwwfast import config as C
 from vwwfast.cli import main
 from vwwfast.errors import UserError
-from vwwfast.evaluate import confident_mistakes, evaluate_command
+from vwwfast.deploy.evaluate import confident_mistakes, evaluate_command
 
 
 @pytest.fixture(scope="module")
 def student(synth_shards, tmp_path_factory):
     """A supervised MobileNetV3-Small at 48 px, one epoch on synth_shards: its run folder."""
-    from vwwfast.train import distill
+    from vwwfast.train.commands import distill
     runs = tmp_path_factory.mktemp("eval_runs")
     s = distill(C.resolve(C.DistillConfig, dict(
         shards=str(synth_shards), alpha=0.0, input_size=48, epochs=1, batch_size=32,

@@ -14,14 +14,14 @@ import torch
 from vwwfast import config as C
 from vwwfast.cli import main
 from vwwfast.errors import UserError
-from vwwfast.evaluate import evaluate_command
-from vwwfast.export import export_command
+from vwwfast.deploy.evaluate import evaluate_command
+from vwwfast.deploy.export import export_command
 
 RENDER = dict(renderer="decoded", decoded_size=48, batch_size=16)
 
 
 def train_student(shards, runs, size: int, epochs: int, **kw) -> Path:
-    from vwwfast.train import distill
+    from vwwfast.train.commands import distill
     s = distill(C.resolve(C.DistillConfig, dict(
         shards=str(shards), alpha=0.0, input_size=size, epochs=epochs, batch_size=32,
         runs_dir=str(runs), compile="off", **kw)))
@@ -47,8 +47,8 @@ def eval_file(path, **kw) -> dict:
 
 def val_batch(shards, n: int, size: int) -> torch.Tensor:
     """The first n val images as the model sees them (normalised, NCHW)."""
-    from vwwfast.data import SplitData, val_params
-    from vwwfast.shards import ShardSet
+    from vwwfast.data.split import SplitData, val_params
+    from vwwfast.data.shards import ShardSet
     data = SplitData(ShardSet.open(shards), "val", C.resolve(C.EvalConfig, RENDER), "cpu", size)
     try:
         x, _, _ = next(data.batches(np.arange(n), val_params(data.split), n))
@@ -143,9 +143,9 @@ def test_bad_export_inputs_are_one_line_errors(student, tmp_path, capsys, monkey
 def test_int8_onnx_of_a_trained_student_within_two_points(tmp_path_factory):
     """A demo-sized student (MobileNetV3-Small at 96 px, 4 epochs on 640 synthetic
     images): int8 costs at most 2 points of val accuracy."""
-    from vwwfast.shards import write_shards
-    from vwwfast.sources.coco import LABEL_RULE, coco_items
-    from vwwfast.sources.synthetic import write_synthetic
+    from vwwfast.data.shards import write_shards
+    from vwwfast.data.sources.coco import LABEL_RULE, coco_items
+    from vwwfast.data.sources.synthetic import write_synthetic
     root = tmp_path_factory.mktemp("demo_sized")
     write_synthetic(root / "coco", train=640, val=240, seed=1, show_progress=False)
     splits, source = coco_items(root / "coco", "minival")
@@ -200,8 +200,8 @@ def test_calibration_of_a_mixed_view_run_uses_its_views_unmixed(synth_shards):
     """int8 is calibrated on the single images a deployed model sees: an 'fm' run's
     calibration views are its crops without the blend, i.e. the 'default' spec's views
     (mixing draws come after every other draw)."""
-    from vwwfast.export import calibration_views
-    from vwwfast.shards import ShardSet
+    from vwwfast.deploy.export import calibration_views
+    from vwwfast.data.shards import ShardSet
     shards = ShardSet.open(synth_shards)
     base = dict(seed=0, renderer="decoded", decoded_size=48)
     fm = calibration_views(shards, {**base, "view_spec": "fm"}, 40, "cpu", 32)

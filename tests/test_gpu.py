@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.gpu,
 
 
 def test_bf16_training_steps(synth_shards, tmp_path):
-    from vwwfast.train import distill
+    from vwwfast.train.commands import distill
     cfg = C.resolve(C.DistillConfig, dict(shards=str(synth_shards), alpha=0.0, epochs=2, input_size=64,
                                           batch_size=32, runs_dir=str(tmp_path), device="cuda"))
     s = distill(cfg)
@@ -26,10 +26,11 @@ def test_bf16_training_steps(synth_shards, tmp_path):
 
 def test_cached_logits_match_online_on_gpu(synth_shards, tmp_path):
     from vwwfast.models import model_from_checkpoint
-    from vwwfast.render import make_renderer
-    from vwwfast.shards import ShardSet
-    from vwwfast.teacher_cache import TeacherCache, cache_teacher
-    from vwwfast.train import train_teacher
+    from vwwfast.data.render.factory import make_renderer
+    from vwwfast.data.shards import ShardSet
+    from vwwfast.teach.build import cache_teacher
+    from vwwfast.teach.cache import TeacherCache
+    from vwwfast.train.commands import train_teacher
     t = train_teacher(C.resolve(C.TrainConfig, dict(
         shards=str(synth_shards), arch="mobilenet_v3_small", input_size=64, epochs=1,
         batch_size=32, runs_dir=str(tmp_path / "runs"), device="cuda")))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vwwfast.losses import KDRecipe, alpha_at, kd_loss, linear, margin_at
+from vwwfast.train.losses import KDRecipe, alpha_at, kd_loss, linear, margin_at
 
 Z_S = [[1.0, 0.0], [0.0, 2.0]]
 Z_T = [[2.0, 0.0], [0.0, 1.0]]

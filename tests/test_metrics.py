@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vwwfast.metrics import confusion_matrix, summarize
+from vwwfast.train.metrics import confusion_matrix, summarize
 
 
 def test_confusion_matrix_by_hand():

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from vwwfast import config as C
-from vwwfast.data import SplitData
+from vwwfast.data.split import SplitData
 from vwwfast.errors import UserError
-from vwwfast.mixing import blend, coverage, mixes, partner_weight, render_mixed, unmixed
-from vwwfast.render.reference import ReferenceRenderer
-from vwwfast.shards import ShardSet
-from vwwfast.views import COL, PARAM_COLUMNS, ViewSpec, view_params, view_spec
+from vwwfast.data.mixing import blend, coverage, mixes, partner_weight, render_mixed, unmixed
+from vwwfast.data.render.reference import ReferenceRenderer
+from vwwfast.data.shards import ShardSet
+from vwwfast.data.views import COL, PARAM_COLUMNS, ViewSpec, view_params, view_spec
 
 # mixed and unmixed rows, mixup and cutmix, with erasing: every path of the blend
 SPEC = dict(mixup=0.4, cutmix=1.0, mix_prob=0.75, switch_prob=0.5, erase=0.5)
@@ -166,17 +166,15 @@ def test_batches_render_what_render_batch_renders(synth_shards, table):
         data.close()
 
 
-def test_render_mixed_into_a_callers_buffer(synth_shards, table):
+def test_render_mixed_in_bf16(synth_shards, table):
+    """Blended in float32, then cast: the bf16 batch is the float batch, rounded."""
     data = SplitData(ShardSet.open(synth_shards), "train", _how(), "cpu", 32)
     idx = np.arange(6)
     try:
         want, y = render_mixed(data.renderer, idx, table, 32)
-        buf = torch.empty(6, 3, 32, 32, dtype=torch.bfloat16)
-        got, y2 = render_mixed(data.renderer, idx, table, 32, out=buf)
-        assert got is buf
-        torch.testing.assert_close(got.float(), want, atol=0.05, rtol=0.01)
-        half, _ = data.render_batch(idx, table, dtype=torch.bfloat16)
+        half, y2 = data.render_batch(idx, table, dtype=torch.bfloat16)
         assert half.dtype == torch.bfloat16
+        torch.testing.assert_close(half.float(), want, atol=0.05, rtol=0.01)
         torch.testing.assert_close(y, y2)
     finally:
         data.close()
@@ -188,7 +186,7 @@ def test_render_mixed_into_a_callers_buffer(synth_shards, table):
 @pytest.fixture(scope="module")
 def fm_store(synth_shards, small_teacher, tmp_path_factory):
     """small_teacher's cache of 2 'fm' views (mixup on every view)."""
-    from vwwfast.teacher_cache import cache_teacher
+    from vwwfast.teach.build import cache_teacher
     out = tmp_path_factory.mktemp("fm_store") / "fm.zarr"
     return str(cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
         shards=str(synth_shards), teacher=small_teacher, views=2, out=str(out), batch_size=32,
@@ -197,7 +195,7 @@ def fm_store(synth_shards, small_teacher, tmp_path_factory):
 
 def test_fm_store_holds_mixed_views_and_their_logits(fm_store, synth_shards, small_teacher, split):
     from vwwfast.models import model_from_checkpoint
-    from vwwfast.teacher_cache import TeacherCache
+    from vwwfast.teach.cache import TeacherCache
     store = TeacherCache(fm_store)
     params = store.params()
     assert store.attrs["param_columns"] == list(PARAM_COLUMNS) and store.spec == view_spec("fm")
@@ -225,8 +223,8 @@ def test_fm_store_holds_mixed_views_and_their_logits(fm_store, synth_shards, sma
 
 def test_online_teacher_logits_equal_the_cached_ones_on_mixed_views(fm_store, synth_shards, small_teacher):
     from vwwfast.models import load_checkpoint
-    from vwwfast.teacher import OnlineTeacher
-    from vwwfast.teacher_cache import TeacherCache
+    from vwwfast.teach.teacher import OnlineTeacher
+    from vwwfast.teach.cache import TeacherCache
     store = TeacherCache(fm_store)
     online = OnlineTeacher(small_teacher, load_checkpoint(small_teacher), store.spec, 0,
                            ShardSet.open(synth_shards), _how(decoded_size=48), "cpu")
@@ -251,7 +249,7 @@ def _distill_cfg(shards, tmp_path, **kw):
     ({"view": {"cutmix": 1.0}}, "cutmix: store 0.0, asked 1.0"),
 ])
 def test_mixed_store_is_refused_by_a_run_asking_for_other_views(fm_store, synth_shards, tmp_path, kw, match):
-    from vwwfast.train import distill
+    from vwwfast.train.commands import distill
     with pytest.raises(UserError, match=match):
         distill(_distill_cfg(synth_shards, tmp_path, cache=fm_store, **kw))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -262,9 +260,9 @@ def test_distill_on_a_mixed_store_replays_its_views(fm_store, synth_shards, tmp_
 
     import yaml
 
-    from vwwfast.student import views_digest
-    from vwwfast.teacher_cache import TeacherCache
-    from vwwfast.train import distill
+    from vwwfast.train.student import views_digest
+    from vwwfast.teach.cache import TeacherCache
+    from vwwfast.train.commands import distill
     s = distill(_distill_cfg(synth_shards, tmp_path, cache=fm_store, alpha=0.5, label_smoothing=0.1))
     assert s["status"] == "finished"
     saved = yaml.safe_load(open(s["run_dir"] + "/config.yaml"))
@@ -278,7 +276,7 @@ def test_distill_on_a_mixed_store_replays_its_views(fm_store, synth_shards, tmp_
 # Soft targets in the loss
 
 def test_kd_loss_takes_soft_targets():
-    from vwwfast.losses import kd_loss
+    from vwwfast.train.losses import kd_loss
     torch.manual_seed(0)
     z_s, z_t = torch.randn(8, 2), torch.randn(8, 2)
     lam = torch.rand(8, 1)
@@ -321,8 +319,8 @@ def _as_old_store(path):
 def test_a_store_made_before_mixing_reads_as_not_mixed(small_store, synth_shards, tmp_path):
     import shutil
 
-    from vwwfast.teacher_cache import TeacherCache
-    from vwwfast.train import distill
+    from vwwfast.teach.cache import TeacherCache
+    from vwwfast.train.commands import distill
     path = tmp_path / "old.zarr"
     shutil.copytree(small_store, path)
     before = TeacherCache(small_store).params()
@@ -344,8 +342,8 @@ def test_batchnorm_settles_on_the_views_unmixed(synth_shards, split):
     on its views without the blend ('fm' minus mixing is 'default', draw for draw)."""
     import torchvision
 
-    from vwwfast.data import SplitData
-    from vwwfast.train import settle_bn
+    from vwwfast.data.split import SplitData
+    from vwwfast.train.evaluate import settle_bn
     fm, default = (view_params(view_spec(name), 0, 0, np.arange(len(split)), split.heights, split.widths)
                    for name in ("fm", "default"))
     assert mixes(fm) and np.array_equal(unmixed(fm), default)

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from vwwfast.errors import UserError
-from vwwfast.models import (build_model, load_checkpoint, model_from_checkpoint, save_checkpoint,
-                            set_bn_momentum)
+from vwwfast.models import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint, set_bn_momentum
 
 
 def _save(tmp_path, arch="mobilenet_v3_small", size=96):

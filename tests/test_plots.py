@@ -9,9 +9,11 @@ import pytest
 
 from test_runs import T0, T1, T2, epoch_record, finished_run, stub_curves
 from vwwfast import config as C
-from vwwfast import plots
+from vwwfast.records import plots
 from vwwfast.errors import UserError
-from vwwfast.runs import Run, SweepRecord, runs_command
+from vwwfast.records.report import write_report
+from vwwfast.records.runs import Run, SweepRecord
+from vwwfast.records.table import runs_command
 
 
 def _kd_run(root, now=T0, alpha=0.8, alpha_end=0.2, epochs=6, **kw):
@@ -22,7 +24,8 @@ def _kd_run(root, now=T0, alpha=0.8, alpha_end=0.2, epochs=6, **kw):
         a = alpha + (alpha_end - alpha) * (e - 1) / (epochs - 1)
         m = 0.05 * max(0.0, 1 - (e - 1) / 3)
         run.log_epoch(epoch_record(e, 0.6 + 0.04 * e - 0.01 * (e == epochs), alpha=a, margin_weight=m))
-    run.finish({"best_val_acc": 0.6 + 0.04 * (epochs - 1), "best_epoch": epochs - 1}, "finished")
+    write_report(run, run.finish({"best_val_acc": 0.6 + 0.04 * (epochs - 1), "best_epoch": epochs - 1},
+                                 "finished"))
     return run
 
 
@@ -81,7 +84,7 @@ def test_runs_plot(tmp_path, capsys, monkeypatch):
     b = _kd_run(tmp_path, T1, alpha=0.8, alpha_end=0.2)
     sup = finished_run(tmp_path, C.DistillConfig(shards="s", alpha=0.0, margin_weight=0.0, tag="sup"),
                        T2, 0.7)
-    from vwwfast.runs_table import plot_labels
+    from vwwfast.records.table import plot_labels
     assert plot_labels([a, b]) == ["alpha=0.3, a_end=0.3", "alpha=0.8, a_end=0.2"]
     out = tmp_path / "figs" / "ab.png"
     runs_command(C.RunsConfig(runs_dir=str(tmp_path), plot=[a.short_id, b.id, "sup"], out=str(out)))

@@ -1,20 +1,22 @@
 """Renderers agree on geometry and colour; the decoded cache, DALI on the CPU, the loader."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from vwwfast.render import dali_available, input_buffers, iterate, make_renderer
-from vwwfast.render.color import IMAGENET_MEAN, IMAGENET_STD, color_affine, finish
-from vwwfast.render.decoded import DecodedRenderer
-from vwwfast.render.reference import ReferenceRenderer, view_pil
-from vwwfast.render.resample import resample, weights
-from vwwfast.shards import ShardSet, SourceItem, write_shards
-from vwwfast.views import COL, ViewSpec, val_params, view_params
+from vwwfast.data.render.base import dali_available
+from vwwfast.data.render.prefetch import iterate
+from vwwfast.data.render.factory import make_renderer
+from vwwfast.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vwwfast.data.render.color import color_affine, finish
+from vwwfast.data.render.decoded import DecodedRenderer
+from vwwfast.data.render.reference import ReferenceRenderer, view_pil
+from vwwfast.data.render.resample import resample, weights
+from vwwfast.data.shards import ShardSet, SourceItem, write_shards
+from vwwfast.data.views import COL, ViewSpec, val_params, view_params
 
 SIZES = [(120, 90), (90, 120), (100, 100), (160, 96)]  # (width, height)
 MARKER = (70, 20, 82, 32)  # x0, y0, x1, y1 of a white square in the 120 x 90 marker images
@@ -205,25 +207,6 @@ def test_dtype_and_short_batches(renderers, split):
         assert empty.shape == (0, 3, OUT, OUT) and ye.shape == (0,)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_render_into_a_callers_buffer(renderers, split, name):
-    """out=: the batch is written into the given buffer (channels_last, any dtype) and the
-    buffer itself is returned; a buffer of the wrong shape, device or dtype is refused."""
-    r, p, idx = renderers[name], _train_params(split, erase=0.5), np.arange(5)
-    want, _ = r.render(idx, p[idx], OUT)
-    for dtype in (torch.float32, torch.bfloat16):
-        buf = torch.full((5, 3, OUT, OUT), 7.0, dtype=dtype).to(memory_format=torch.channels_last)
-        x, y = r.render(idx, p[idx], OUT, out=buf)
-        assert x is buf and x.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(x.float(), want, atol=0.02 if dtype == torch.bfloat16 else 1e-6,
-                                   rtol=0.01 if dtype == torch.bfloat16 else 0)
-        assert y.tolist() == split.labels[idx].tolist()
-    with pytest.raises(ValueError, match="needs \\[5, 3, 48, 48\\]"):
-        r.render(idx, p[idx], OUT, out=torch.empty(4, 3, OUT, OUT))
-    with pytest.raises(ValueError, match="in torch.float32"):
-        r.render(idx, p[idx], OUT, dtype=torch.float32, out=torch.empty(5, 3, OUT, OUT, dtype=torch.bfloat16))
-
-
 def test_decoded_matmuls_equal_pil_on_the_cache(renderers, split):
     """CUDA's path (two batched matmuls) and the CPU's (PIL per cached image) render the
     same views; here both on the CPU, where the tests run."""
@@ -247,8 +230,8 @@ BOUND_MEAN, BOUND_P99 = 0.025, 0.25  # |renderer - reference| in normalised unit
 def big_split(tmp_path_factory):
     """Synthetic scenes (noisy textures, hard edges) stored as `vwwfast shard` stores them by
     default, 224 px on the short side (160..346 px): every size below shrinks them."""
-    from vwwfast.sources.coco import LABEL_RULE, coco_items
-    from vwwfast.sources.synthetic import write_synthetic
+    from vwwfast.data.sources.coco import LABEL_RULE, coco_items
+    from vwwfast.data.sources.synthetic import write_synthetic
     root = tmp_path_factory.mktemp("big")
     write_synthetic(root / "coco", train=16, val=4, seed=1, show_progress=False)
     splits, source = coco_items(root / "coco", "minival")
@@ -264,7 +247,7 @@ def big_renderers(big_split):
           "decoded-160": DecodedRenderer(big_split, "cpu", 160, show_progress=False),
           "decoded-224": DecodedRenderer(big_split, "cpu", 224, show_progress=False)}
     if dali_available():
-        from vwwfast.render.dali import DaliRenderer
+        from vwwfast.data.render.dali import DaliRenderer
         rs["dali"] = DaliRenderer(big_split, "cpu")
     yield rs
     for r in rs.values():
@@ -378,39 +361,13 @@ def test_iterate_order_short_batch_and_errors(renderers, split):
     assert not [t for t in threading.enumerate() if t.name == "vwwfast-render"]
 
 
-@pytest.mark.parametrize("prefetch", [0, 1, 2])
-def test_iterate_into_buffers(renderers, split, prefetch):
-    """buffers=: batch k lands in buffers[k % R]; the thread never writes a buffer that the
-    consumer still holds, even when the consumer is slow; the short last batch is a view."""
-    r = renderers["decoded"]
-    p = _train_params(split)
-    order = np.array([5, 3, 9, 0, 1, 2, 13, 7, 8, 4, 6, 12, 10])
-    bufs = input_buffers(r, 4, 24, prefetch=prefetch)
-    assert len(bufs) == prefetch + 1 and bufs[0].dtype == torch.float32
-    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in bufs)
-    # rendered before: a renderer serves one thread at a time, here iterate's
-    want = [r.render(i, p[i], 24)[0] for i in np.array_split(order, range(4, len(order), 4))]
-    seen = 0
-    for k, (x, y, idx) in enumerate(iterate(r, order, lambda i: p[i], 4, 24, prefetch=prefetch,
-                                            buffers=bufs)):
-        assert x.data_ptr() == bufs[k % len(bufs)].data_ptr()
-        time.sleep(0.05)  # a slow step: the render thread runs ahead meanwhile
-        torch.testing.assert_close(x, want[k])  # ... but not into this buffer
-        assert y.tolist() == split.labels[idx].tolist()
-        seen += len(idx)
-    assert seen == len(order) and len(idx) == 1
-    with pytest.raises(ValueError, match="prefetch=2 renders into 3 buffers"):
-        list(iterate(r, order, lambda i: p[i], 4, 24, prefetch=2, buffers=bufs[:2]))
-
-
 # ---------------------------------------------------------------------------------------
 # GPU (run on a CUDA machine; skipped here)
 
 @pytest.mark.gpu
 @cuda
 def test_gpu_decoded_matches_cpu(split):
-    """CUDA (matmuls, colour on the GPU) = CPU (PIL, which rounds to uint8); also into
-    bf16 buffers."""
+    """CUDA (matmuls, colour on the GPU) = CPU (PIL, which rounds to uint8)."""
     p = _train_params(split, erase=0.5)
     idx = np.arange(N_SMOOTH)
     cpu = DecodedRenderer(split, "cpu", 128, show_progress=False)
@@ -422,35 +379,14 @@ def test_gpu_decoded_matches_cpu(split):
         assert x.is_cuda and y.is_cuda and x.is_contiguous(memory_format=torch.channels_last)
         diff = (x.cpu() - ref).abs()
         assert diff.mean() < 0.005 and diff.max() < 0.05  # 1/255 is ~0.018 here
-        buf = input_buffers(gpu, len(idx), OUT, prefetch=0)[0]
-        assert buf.dtype == torch.bfloat16
-        xb, _ = gpu.render(idx, p[idx], OUT, out=buf)
-        assert xb is buf
-        torch.testing.assert_close(xb.float(), x, atol=0.02, rtol=0.01)  # bf16 of the same
         gpu.close()
-
-
-@pytest.mark.gpu
-@cuda
-def test_gpu_iterate_into_buffers(split):
-    """The side stream never writes a buffer the consumer's stream is still reading."""
-    p = _train_params(split)
-    order = np.tile(np.arange(len(split)), 4)
-    with DecodedRenderer(split, "cuda", 128, show_progress=False) as r:
-        bufs = input_buffers(r, 4, OUT, prefetch=1)
-        want = [r.render(idx, p[idx], OUT)[0].to(torch.bfloat16)
-                for idx in np.array_split(order, range(4, len(order), 4))]
-        for k, (x, _, idx) in enumerate(iterate(r, order, lambda i: p[i], 4, OUT, prefetch=1,
-                                                buffers=bufs)):
-            torch.cuda._sleep(20_000_000)  # a long kernel on the consumer's stream ...
-            assert torch.equal(x, want[k][:len(idx)])  # ... then the batch is still intact
 
 
 @pytest.mark.gpu
 @cuda
 @pytest.mark.skipif(not dali_available(), reason="needs NVIDIA DALI")
 def test_gpu_dali_mixed_matches_cpu(split):
-    from vwwfast.render.dali import DaliRenderer
+    from vwwfast.data.render.dali import DaliRenderer
     p = _train_params(split)
     idx = np.arange(N_SMOOTH)
     with DaliRenderer(split, "cuda") as g, DaliRenderer(split, "cpu") as c:

@@ -19,9 +19,11 @@ from rich.console import Console
 
 from vwwfast.config import DistillConfig, RunsConfig, TrainConfig, to_dict
 from vwwfast.errors import UserError
-from vwwfast.runs import (Run, SweepRecord, find_runs, git_commit, resolve_run, run_dir_name,
-                          runs_command, short_id, versions)
-from vwwfast.runs_table import diff_runs, list_runs, print_runs, runs_command as table_command
+from vwwfast.records.report import write_report
+from vwwfast.records.runs import Run, SweepRecord, find_runs, resolve_run, run_dir_name, short_id
+from vwwfast.provenance import git_commit, versions
+from vwwfast.records.table import diff_runs, list_runs, print_runs, runs_command
+from vwwfast.records.table import runs_command as table_command
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,8 +43,8 @@ def real_curves():
 
 
 def stub_curves(monkeypatch):
-    from vwwfast import plots
-    from vwwfast.runs import write_atomic
+    from vwwfast.records import plots
+    from vwwfast.files import write_atomic
     monkeypatch.setattr(plots, "write_curves", lambda run: write_atomic(run.path / "curves.png", PNG))
 
 
@@ -95,7 +97,7 @@ def finished_run(runs_dir, cfg, now, acc, kind="student", epochs=2, status="fini
     for e in range(1, epochs + 1):
         run.log_epoch(epoch_record(e, acc - 0.05 * (epochs - e), kd=kd))
     run.update_summary({"teacher": teacher, "remarks": [], "fingerprints": {"shards_content_hash": "c" * 64}})
-    run.finish(summary(acc, epoch=epochs, **extra), status)
+    write_report(run, run.finish(summary(acc, epoch=epochs, **extra), status))
     return run
 
 
@@ -196,6 +198,7 @@ def test_finish_statuses(tmp_path):
     s = run.finish({"best_val_acc": None, "best_epoch": None,
                     "resume_command": f"vwwfast distill --resume {run.path}"}, "interrupted")
     assert s["status"] == "interrupted" and s["confusion"] is None and "--resume" in s["resume_command"]
+    write_report(run, s)
     assert "No epoch was evaluated." in (run.path / "card.md").read_text()
     s = run.finish({"error": "the training loss became nan in epoch 3"}, "failed")
     assert s["status"] == "failed" and "nan" in s["error"] and "resume_command" not in s
@@ -425,7 +428,7 @@ def test_synth_says_what_it_made(tmp_path, capsys):
 
 
 def test_view_settings_are_compared_field_by_field():
-    from vwwfast.runs import config_changes
+    from vwwfast.records.runs import config_changes
     a = {"view_spec": "default", "view": {}, "lr": 1}
     b = {"view_spec": "default", "view": {"erase": 0.25}, "lr": 1}
     assert config_changes(a, b) == [("view.erase", 0.0, 0.25)]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_coco, write_jpeg
+from conftest import write_jpeg
 from vwwfast.errors import UserError
-from vwwfast.shards import ShardSet, SourceItem, write_shards
-from vwwfast.sources.coco import coco_items, vww_label
-from vwwfast.sources.folder import folder_splits
+from vwwfast.data.shards import ShardSet, SourceItem, write_shards
+from vwwfast.data.sources.coco import coco_items, vww_label
+from vwwfast.data.sources.folder import folder_splits
 
 
 def _shard(tmp_path, splits, name="out", **kw):
@@ -112,7 +112,7 @@ def test_output_exists_needs_overwrite(tmp_path):
 
 
 def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
-    import vwwfast.shards as S
+    import vwwfast.data.shards as S
     write_jpeg(tmp_path / "a.jpg", 40, 30)
     items = [SourceItem(str(tmp_path / "a.jpg"), 1)] * 5
     calls = {"n": 0}

@@ -6,11 +6,12 @@ from PIL import Image
 from vwwfast import config as C
 from vwwfast.cli import main
 from vwwfast.errors import UserError
-from vwwfast.render.color import IMAGENET_MEAN, finish
-from vwwfast.render.reference import render_pil
-from vwwfast.sheets import pick_samples, sheet_size, tile_origin, to_uint8, views_command
-from vwwfast.shards import ShardSet
-from vwwfast.views import COL, val_params, view_params, view_spec
+from vwwfast.data.constants import IMAGENET_MEAN
+from vwwfast.data.render.color import finish
+from vwwfast.data.render.reference import render_pil
+from vwwfast.records.sheets import pick_samples, sheet_size, tile_origin, to_uint8, views_command
+from vwwfast.data.shards import ShardSet
+from vwwfast.data.views import COL, val_params, view_params, view_spec
 
 MEAN_RGB = np.round(np.array(IMAGENET_MEAN) * 255)  # an erased pixel, un-normalised
 
@@ -94,7 +95,7 @@ def untrained_store(synth_shards, tmp_path_factory):
     """A store of 2 default views by an untrained teacher at 32 px: the sheet shows its
     parameters, whatever its logits."""
     from vwwfast.models import build_model, save_checkpoint
-    from vwwfast.teacher_cache import cache_teacher
+    from vwwfast.teach.build import cache_teacher
     root = tmp_path_factory.mktemp("untrained_store")
     save_checkpoint(root / "t.pt", build_model("mobilenet_v3_small"), arch="mobilenet_v3_small",
                     input_size=32, config={}, epoch=1, metrics={}, role="teacher")
@@ -105,7 +106,7 @@ def untrained_store(synth_shards, tmp_path_factory):
 
 def test_store_views(synth_shards, untrained_store, tmp_path):
     """--cache shows the store's own views; settings that contradict it are refused."""
-    from vwwfast.teacher_cache import TeacherCache
+    from vwwfast.teach.cache import TeacherCache
     store = TeacherCache(untrained_store)
     split = ShardSet.open(synth_shards).split("train")
     idx = pick_samples(split.labels, 4)

@@ -6,7 +6,7 @@ import pytest
 
 from vwwfast import config as C
 from vwwfast.cli import main
-from vwwfast.train import distill
+from vwwfast.train.commands import distill
 
 TIMING = ("img_per_s", "time_s")
 
@@ -65,7 +65,7 @@ def test_early_stop_is_per_student(synth_shards, small_store, tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_sweep_resumes_after_ctrl_c(synth_shards, small_store, tmp_path, monkeypatch):
-    import vwwfast.train as T
+    import vwwfast.train.loop as T
     settings = _base(synth_shards, tmp_path, cache=small_store, epochs=3, alpha=[0.3, 0.6])
     full = distill(C.resolve_sweep(C.DistillConfig, {**settings, "runs_dir": str(tmp_path / "full")}))
     real, calls = T.evaluate_many, {"n": 0}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vwwfast.errors import UserError
-from vwwfast.sources import synthetic
-from vwwfast.sources.synthetic import write_synthetic
+from vwwfast.data.sources import synthetic
+from vwwfast.data.sources.synthetic import write_synthetic
 
 THRESHOLD = 0.005  # the VWW rule
 
@@ -98,7 +98,7 @@ def test_ids_follow_the_minival_split(dataset):
 
 
 def test_the_default_coco_reader_splits_it_back(dataset):
-    coco = pytest.importorskip("vwwfast.sources.coco")
+    coco = pytest.importorskip("vwwfast.data.sources.coco")
     root, summary, _ = dataset
     splits, _ = coco.coco_items(root)
     for split in ("train", "val"):

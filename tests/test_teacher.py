@@ -8,7 +8,7 @@ import yaml
 from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.models import build_model, load_checkpoint, save_checkpoint
-from vwwfast.train import distill
+from vwwfast.train.commands import distill
 
 
 def _cfg(shards, tmp_path, **kw):

@@ -7,9 +7,10 @@ import torch
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
-from vwwfast.teacher_cache import TeacherCache, cache_teacher
-from vwwfast.train import distill
-from vwwfast.views import PARAM_COLUMNS
+from vwwfast.teach.build import cache_teacher
+from vwwfast.teach.cache import TeacherCache
+from vwwfast.train.commands import distill
+from vwwfast.data.views import PARAM_COLUMNS
 
 
 @pytest.fixture
@@ -40,8 +41,8 @@ def test_store_layout_and_attributes(synth_shards, teacher_ckpt, tmp_path):
 
 def test_cached_logits_equal_online_logits(synth_shards, teacher_ckpt, tmp_path):
     from vwwfast.models import model_from_checkpoint
-    from vwwfast.render import make_renderer
-    from vwwfast.shards import ShardSet
+    from vwwfast.data.render.factory import make_renderer
+    from vwwfast.data.shards import ShardSet
     out = _cache(synth_shards, teacher_ckpt, tmp_path / "t.zarr", views=2)
     store = TeacherCache(out)
     model, _ = model_from_checkpoint(teacher_ckpt)
@@ -57,19 +58,19 @@ def test_cached_logits_equal_online_logits(synth_shards, teacher_ckpt, tmp_path)
 
 @pytest.mark.slow
 def test_resume_and_extend_equal_one_go(synth_shards, teacher_ckpt, tmp_path, monkeypatch):
-    import vwwfast.teacher_cache as TC
+    import vwwfast.teach.build as TC
     one = TeacherCache(_cache(synth_shards, teacher_ckpt, tmp_path / "one.zarr", views=3))
-    real, calls = TC._teacher_logits, {"n": 0}
+    real, calls = TC.teacher_logits, {"n": 0}
 
     def stop_in_second_view(*a, **kw):  # 3 shards a view: call 4 is view 2's first shard
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
         return real(*a, **kw)
-    monkeypatch.setattr(TC, "_teacher_logits", stop_in_second_view)
+    monkeypatch.setattr(TC, "teacher_logits", stop_in_second_view)
     with pytest.raises(KeyboardInterrupt):
         _cache(synth_shards, teacher_ckpt, tmp_path / "two.zarr", views=2)
-    monkeypatch.setattr(TC, "_teacher_logits", real)
+    monkeypatch.setattr(TC, "teacher_logits", real)
     partial = TeacherCache(tmp_path / "two.zarr")
     assert partial.views_completed == 1
     with pytest.raises(UserError, match="incomplete"):
@@ -95,7 +96,7 @@ def test_stale_store_is_refused(synth_shards, teacher_ckpt, tmp_path):
     other = json.loads((synth_shards / "manifest.json").read_text())
     store = TeacherCache(out)
     store.fingerprint = {**store.fingerprint, "shards_content_hash": "0" * 64}
-    from vwwfast.shards import ShardSet
+    from vwwfast.data.shards import ShardSet
     with pytest.raises(UserError, match="other shards"):
         store.check_shards(ShardSet.open(synth_shards))
     assert other["content_hash"] != "0" * 64
@@ -156,7 +157,7 @@ def _cli(capsys, *argv):
 
 
 def test_store_records_its_teacher_and_spec(small_store, small_teacher):
-    from vwwfast.views import ViewSpec
+    from vwwfast.data.views import ViewSpec
     store = TeacherCache(small_store)
     who = store.teacher
     assert who["checkpoint"] == small_teacher and who["role"] == "teacher"

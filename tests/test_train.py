@@ -9,8 +9,8 @@ import torch
 from vwwfast import config as C
 from vwwfast.cli import main
 from vwwfast.errors import UserError
-from vwwfast.student import onecycle, scaled_lr
-from vwwfast.train import distill, train_teacher
+from vwwfast.train.student import onecycle, scaled_lr
+from vwwfast.train.commands import distill, train_teacher
 
 
 def _cfg(shards, tmp_path, cls=C.TrainConfig, **kw):
@@ -48,7 +48,7 @@ def test_run_end_to_end_writes_every_record(synth_shards, tmp_path):
 
 def test_every_step_sees_a_full_batch(synth_shards, tmp_path, monkeypatch):
     # 96 training samples, batch 40: two full steps an epoch, the remaining 16 left to later epochs
-    from vwwfast.student import Student
+    from vwwfast.train.student import Student
     seen = []
     real = Student.step
     monkeypatch.setattr(Student, "step", lambda self, x, y, z: seen.append(len(y)) or real(self, x, y, z))
@@ -82,7 +82,7 @@ def test_lr_scaling_rules():
 
 def frozen_accuracy(monkeypatch, accuracies=None):
     """Evaluation that reports fixed val accuracies (one per epoch, the last repeated)."""
-    import vwwfast.train as T
+    import vwwfast.train.loop as T
     real, seen = T.evaluate_many, []
 
     def fixed(models, *a, **kw):
@@ -116,7 +116,7 @@ def test_schedules_in_the_records(synth_shards, small_store, tmp_path):
 
 
 def _interrupt_in_epoch(monkeypatch, epoch):
-    import vwwfast.train as T
+    import vwwfast.train.loop as T
     real = T.evaluate_many
     calls = {"n": 0}
 
@@ -175,7 +175,7 @@ def test_resume_refuses_flags_and_changed_inputs(synth_shards, tmp_path, monkeyp
 
 
 def test_a_failing_run_is_recorded_as_failed(synth_shards, tmp_path, monkeypatch):
-    import vwwfast.train as T
+    import vwwfast.train.loop as T
     monkeypatch.setattr(T, "evaluate_many", lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("disk on fire")))
     with pytest.raises(RuntimeError):
         train_teacher(_cfg(synth_shards, tmp_path, epochs=1))
@@ -205,8 +205,8 @@ def test_bn_momentum_short_run_beats_majority(easy_shards, tmp_path):
 def easy_shards(tmp_path_factory):
     """Bright images = person, dark = no person: learnable in a few steps."""
     from PIL import Image
-    from vwwfast.shards import write_shards
-    from vwwfast.sources.folder import folder_splits
+    from vwwfast.data.shards import write_shards
+    from vwwfast.data.sources.folder import folder_splits
     root = tmp_path_factory.mktemp("easy")
     rng = np.random.default_rng(0)
     for cls, lo in (("person", 150), ("non_person", 0)):

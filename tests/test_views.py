@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from vwwfast.errors import UserError
-from vwwfast.views import (COL, FIELDS, PARAM_COLUMNS, ViewSpec, in_layout, sample_keys,
-                           spec_conflicts, uniforms, val_params, view_params, view_spec)
+from vwwfast.data.views import COL, FIELDS, PARAM_COLUMNS, ViewSpec, in_layout, sample_keys, spec_conflicts, uniforms, val_params, view_params, view_spec
 
 N = 20000
 H = np.full(N, 224)
@@ -397,7 +396,7 @@ def test_fields_are_the_settings():
 # ---------------------------------------------------------------------------------------
 # Mixing columns (rendering mixed views: tests/test_mixing.py)
 
-from vwwfast.views import MIX_COLUMNS, beta_symmetric  # noqa: E402
+from vwwfast.data.views import MIX_COLUMNS, beta_symmetric  # noqa: E402
 
 OLD = COL["erase_w"] + 1  # the columns before mixing existed
 

@@ -7,64 +7,65 @@ import difflib
 import os
 import sys
 
-from vwwfast import __version__, config as C
+from vwwfast import config as C
 from vwwfast.errors import UserError
+from vwwfast.provenance import __version__
 
 
 def _synth(cfg):
-    from vwwfast.sources.synthetic import write_synthetic
+    from vwwfast.data.sources.synthetic import write_synthetic
     C.require(cfg, "out")
     write_synthetic(cfg.out, train=cfg.train, val=cfg.val, seed=cfg.seed, overwrite=cfg.overwrite,
                     workers=cfg.workers)
 
 
 def _shard(cfg):
-    from vwwfast.sources import shard_command
+    from vwwfast.data.sources.command import shard_command
     shard_command(cfg)
 
 
 def _train_teacher(cfg):
-    from vwwfast.train import train_teacher
+    from vwwfast.train.commands import train_teacher
     train_teacher(cfg)
 
 
 def _distill(cfg):
-    from vwwfast.train import distill
+    from vwwfast.train.commands import distill
     distill(cfg)
 
 
 def _eval(cfg):
-    from vwwfast.evaluate import evaluate_command
+    from vwwfast.deploy.evaluate import evaluate_command
     evaluate_command(cfg)
 
 
 def _cache_teacher(cfg):
-    from vwwfast.teacher_cache import cache_teacher
+    from vwwfast.teach.build import cache_teacher
     cache_teacher(cfg)
 
 
 def _export(cfg):
-    from vwwfast.export import export_command
+    from vwwfast.deploy.export import export_command
     export_command(cfg)
 
 
 def _views(cfg):
-    from vwwfast.sheets import views_command
+    from vwwfast.records.sheets import views_command
     views_command(cfg)
 
 
 def _runs(cfg):
-    from vwwfast.runs import runs_command
+    from vwwfast.records.table import runs_command
     runs_command(cfg)
 
 
 def _bench_loader(cfg):
-    from vwwfast.bench import bench_loader
+    from vwwfast.bench.loader import bench_loader
     bench_loader(cfg)
 
 
 def _bench_kd(cfg):
-    from vwwfast.bench_kd import bench_kd
+    from vwwfast.bench.kd import bench_kd
     bench_kd(cfg)
 
 

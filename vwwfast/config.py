@@ -523,7 +523,7 @@ def _finish(cls, values: dict, where: str):
     if "view" in fields_ and "view_spec" in fields_:
         # view settings are checked with the rest, before any work (and by --print-config);
         # numpy comes with views.py: imported here, not at `--help`'s start-up
-        from vwwfast.views import view_spec
+        from vwwfast.data.views import view_spec
         try:
             view_spec(out.get("view_spec") or "default", out.get("view") or {})
         except UserError as e:
@@ -638,11 +638,6 @@ def sectioned(cfg_or_dict) -> dict:
     return out
 
 
-def save_yaml(cfg_or_dict, path: str | Path) -> None:
-    data = cfg_or_dict if isinstance(cfg_or_dict, dict) else to_dict(cfg_or_dict)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def dump_yaml(cfg_or_sweep) -> str:
     """What `--print-config` prints: YAML that `--config` accepts."""
     if isinstance(cfg_or_sweep, Sweep):
@@ -716,6 +711,19 @@ def from_args(cls, ns: argparse.Namespace):
     if cls is DistillConfig:
         return resolve_sweep(cls, yaml_data, flags, where=where)
     return resolve(cls, yaml_data, flags, where=where)
+
+
+def is_given(cfg, name: str) -> bool:
+    """Whether setting `name` differs from its default: what a user set, by flag or YAML."""
+    f = _fields(type(cfg))[name]
+    default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+    return getattr(cfg, name) != default
+
+
+def given_flags(cfg, names=None) -> list[str]:
+    """The --flags of the settings among `names` (default: every one) that a user set."""
+    names = [f.name for f in dataclasses.fields(cfg)] if names is None else names
+    return [f"--{n.replace('_', '-')}" for n in names if is_given(cfg, n)]
 
 
 def require(cfg, *names: str) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from vwwfast.epochs import rank_slice
+from vwwfast.data.epochs import rank_slice
 
 
 def launched() -> bool:

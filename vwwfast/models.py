@@ -8,13 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vwwfast import __version__
+from vwwfast.data.constants import CLASSES, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
 from vwwfast.errors import UserError
-
-NUM_CLASSES = 2
-CLASSES = ["no_person", "person"]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from vwwfast.provenance import __version__
 
 
 def _check_arch(arch: str) -> None:
@@ -23,11 +19,6 @@ def _check_arch(arch: str) -> None:
     if arch not in names:
         raise UserError(f"unknown --arch '{arch}' (torchvision classifiers, e.g. "
                         f"mobilenet_v3_small, mobilenet_v3_large, resnet18)")
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 was no faster here)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def set_bn_momentum(model: nn.Module, momentum: float) -> None:
@@ -110,7 +101,7 @@ def save_checkpoint(path, model: nn.Module, *, arch: str, input_size: int, confi
     model = getattr(model, "module", model)     # DistributedDataParallel wrapper
     payload = {
         "format": "vwwfast-checkpoint", "vwwfast_version": __version__,
-        "arch": arch, "classes": CLASSES, "input_size": input_size,
+        "arch": arch, "classes": list(CLASSES), "input_size": input_size,
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": config, "epoch": epoch, "metrics": metrics, "role": role, "run": run,

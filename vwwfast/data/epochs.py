@@ -1,0 +1,54 @@
+"""Epoch orders and their split across ranks.
+
+An epoch's order is a pure function of (seed, epoch): a permutation by sorting per-sample
+splitmix64 hashes (the same counter-based generator as the views), so it is identical on
+every machine and numpy version, and every rank computes it without communicating.
+
+Split across ranks (`rank_slice`): contiguous blocks of the epoch order; when
+n % world_size != 0, the first n % world_size ranks get one extra sample. Every sample is
+seen exactly once per epoch, none twice. Ranks may therefore differ by one sample (and by
+one batch): a trainer that runs collectives per step must agree on the step count (e.g.
+every rank runs `steps_per_rank(...)` steps, the short ones repeating a sample in their
+last batch, or dropping the last partial batch everywhere).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vwwfast.data.views import sample_keys
+
+_EPOCH_STREAM = 0x45504F4348  # keeps epoch orders apart from view streams of the same seed
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
+    """int64 [n]: the sample order of one training epoch (0..n-1 each once)."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    keys = sample_keys(seed, _EPOCH_STREAM + epoch, np.arange(n))
+    return np.argsort(keys, kind="stable").astype(np.int64)
+
+
+def rank_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of `rank`'s contiguous block of an n-sample order."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def rank_slice(order: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's part of `order` (a view, no copy): disjoint, covering, contiguous."""
+    start, stop = rank_bounds(len(order), rank, world_size)
+    return order[start:stop]
+
+
+def steps_per_rank(n: int, world_size: int, batch_size: int, drop_last: bool = False) -> int:
+    """Steps every rank can run for an n-sample epoch: the most any rank needs (ranks with
+    fewer batches must pad), or with drop_last the fewest full batches any rank has."""
+    base, extra = divmod(n, world_size)
+    longest = base + (1 if extra else 0)
+    if drop_last:
+        return base // batch_size
+    return -(-longest // batch_size)

@@ -1,0 +1,1 @@
+"""After training: evaluation of any model file, export to ONNX and TFLite."""

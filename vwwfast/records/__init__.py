@@ -1,0 +1,1 @@
+"""Run folders and what reads them: cards, the runs table, plots, statistics, contact sheets."""

@@ -1,0 +1,472 @@
+"""`vwwfast runs`: runs side by side, the members of a sweep, two runs diffed, several plotted.
+
+The table fits a 100-column terminal: short ids, the goal (cut to fit), only the settings
+that differ among the runs shown (short names), the teacher run, val acc, best epoch and
+recalls. --wide shows everything unshortened; --csv and --json are for scripts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from vwwfast.errors import UserError
+from vwwfast.fmt import fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
+from vwwfast.provenance import arch_short
+from vwwfast.records.runs import (
+    KINDS,
+    NOISE,
+    Run,
+    SweepRecord,
+    _json_default,
+    config_changes,
+    find_runs,
+    resolve_run,
+    short_id,
+)
+
+# Settings of how a run is executed, not of what it learns: --wide shows them, the table not.
+EXECUTION = {"device", "compile", "renderer", "decoded_size", "decoded_budget_gb", "sweep_mode"}
+# Shown first, in this order: the knobs people sweep.
+FIRST = ("alpha", "alpha_end", "temperature", "confidence_gamma", "margin_weight",
+         "margin_weight_end", "margin_decay_end_epoch", "label_smoothing", "lr")
+SHORT = {"alpha_end": "a_end", "temperature": "T", "confidence_gamma": "gamma",
+         "margin_weight": "margin", "margin_weight_end": "m_end", "margin_decay_end_epoch": "m_ep",
+         "label_smoothing": "ls", "weight_decay": "wd", "batch_size": "batch", "input_size": "size",
+         "pct_start": "pct", "div_factor": "div", "final_div_factor": "fdiv", "bn_momentum": "bn_mom",
+         "bn_settle": "bn_set", "init_seed": "iseed", "view_seed": "vseed", "view_spec": "views",
+         "teacher_mode": "mode", "pretrained": "pretr", "patience": "pat", "optimizer": "opt",
+         "lr_scaling": "lr_sc", "lr_base_batch": "lr_bb", "val_center_crop": "ccrop",
+         "self_distill": "self", "teacher_arch": "t_arch", "teacher_input_size": "t_size",
+         "teacher_pretrained": "t_pre", "momentum": "mom"}
+PATHS = {"shards", "cache", "teacher", "init", "resume"}
+SORTS = ("time", "val_acc")
+
+
+# ---------------------------------------------------------------------------------------
+# Rows
+
+def teacher_short(teacher: Optional[dict]) -> str:
+    """The teacher run in short: its short id, else its checkpoint's file (or run folder)."""
+    if not teacher:
+        return "-"
+    if teacher.get("run"):
+        return short_id(teacher["run"])
+    ckpt = teacher.get("checkpoint")
+    if not ckpt:
+        return "?"
+    p = Path(str(ckpt).replace("\\", "/"))
+    return short_id(p.parent.name) if p.name in ("model.pt", "last.pt") and p.parent.name else p.stem
+
+
+def run_row(run: Run) -> dict:
+    s, c = run.summary, run.config
+    t = s.get("teacher") or None
+    return {"id": run.id, "short_id": run.short_id, "path": str(run.path), "kind": run.kind,
+            "status": s.get("status", "unknown"), "goal": c.get("note") or "",
+            "started": s.get("started"), "ended": s.get("ended"),
+            "val_acc": s.get("best_val_acc"), "best_epoch": s.get("best_epoch"),
+            "recall_0": s.get("recall_0"), "recall_1": s.get("recall_1"),
+            "confusion": s.get("confusion"), "epochs_done": s.get("epochs_done"),
+            "epochs": c.get("epochs"), "wall_time_s": s.get("wall_time_s"),
+            "img_per_s": s.get("img_per_s"), "device": s.get("device"), "sweep": s.get("sweep"),
+            "teacher": teacher_short(t) if run.kind == "student" else "-",
+            "teacher_run": (t or {}).get("run"), "teacher_val_acc": (t or {}).get("run_val_acc"),
+            "config": c, "summary": s}
+
+
+def _by_val_acc(rows: list[dict]) -> list[dict]:
+    # runs without a result go last, in the order they came
+    return sorted(rows, key=lambda r: (r["val_acc"] is None, -(r["val_acc"] or 0.0)))
+
+
+def list_runs(runs_dir, kind: Optional[str] = None, sort: str = "time") -> list[dict]:
+    """One row per run: oldest first (sort='time') or best val acc first (sort='val_acc')."""
+    if kind is not None and kind not in KINDS:
+        raise UserError(f"--kind must be 'teacher' or 'student', got '{kind}'")
+    if sort not in SORTS:
+        raise UserError(f"--sort must be 'time' or 'val_acc', got '{sort}'")
+    rows = [run_row(r) for r in find_runs(runs_dir)]
+    rows = [r for r in rows if kind is None or r["kind"] == kind]
+    return _by_val_acc(rows) if sort == "val_acc" else rows
+
+
+def differing(configs: list[dict], wide: bool = False) -> list[str]:
+    """Settings whose value differs among the runs that have them (a teacher has no alpha),
+    the swept knobs first. The table leaves out execution settings (--wide keeps them)."""
+    skip = NOISE if wide else NOISE | EXECUTION | {"teacher"}  # the teacher has its own column
+    keys: list[str] = []
+    for c in configs:
+        keys += [k for k in c if k not in keys and k not in skip]
+    keys = [k for k in keys
+            if len({json.dumps(c[k], sort_keys=True, default=str) for c in configs if k in c}) > 1]
+    return sorted(keys, key=lambda k: FIRST.index(k) if k in FIRST else len(FIRST))
+
+
+def setting_text(key: str, value, short: bool = True) -> str:
+    if value is None:
+        return "-"
+    if not short:
+        return json.dumps(value) if isinstance(value, (dict, list)) else fmt_value(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key in ("arch", "teacher_arch") and isinstance(value, str):
+        return arch_short(value)
+    if key in PATHS and isinstance(value, str):
+        p = Path(value.replace("\\", "/"))
+        return short_id(p.parent.name) if p.name in ("model.pt", "last.pt") else p.stem or value
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return fmt_value(value)
+
+
+# ---------------------------------------------------------------------------------------
+# The table
+
+def _unique_ids(rows: list[dict]) -> list[str]:
+    shorts = [r["short_id"] for r in rows]
+    return [r["short_id"] if shorts.count(r["short_id"]) == 1 else r["id"] for r in rows]
+
+
+GOAL_MIN = 10  # the narrow table drops setting columns before the goal gets narrower
+
+
+def runs_table(rows: list[dict], settings: list[str], *, wide: bool = False,
+               title: Optional[str] = None, width: Optional[int] = None,
+               values: Optional[list[dict]] = None) -> Table:
+    """The rich table of `rows`, settings as columns (the first ones matter most).
+    width (narrow table only): fit it by cutting the goal, down to GOAL_MIN characters, then
+    by leaving out the last setting columns, named in the caption.
+    values: per row, the setting values to show (a sweep's own record), else the config's."""
+    if wide or width is None:
+        return _table(rows, settings, wide, title, values, [], None)
+    from vwwfast.progress import natural_width
+    keep = list(settings)
+    while keep and natural_width(_table(rows, keep, False, title, values, [], GOAL_MIN)) > width:
+        keep.pop()
+    t = _table(rows, keep, False, title, values, settings[len(keep):], None)
+    need = natural_width(t)
+    if need > width:  # the goal takes what is left
+        goal = next(c for c in t.columns if c.header == "goal")
+        natural = max((len(str(x)) for x in goal.cells), default=GOAL_MIN)
+        goal.max_width = max(GOAL_MIN, natural - (need - width))
+    return t
+
+
+def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
+    students = [r for r in rows if r["kind"] == "student"]
+    teachers = {r["teacher"] for r in students if r["teacher"] != "-"}
+    show_kind = wide or len({r["kind"] for r in rows}) > 1
+    show_teacher = bool(teachers) and (wide or len(teachers) > 1)
+    show_status = wide or {r["status"] for r in rows} != {"finished"}
+    captions = []
+    if teachers and not show_teacher:
+        r = next(r for r in students if r["teacher"] != "-")
+        acc = r["teacher_val_acc"]
+        captions.append(f"teacher of every KD student: {r['teacher']}"
+                        + (f" (val acc {acc:.4f})" if acc is not None else ""))
+    t = Table(title=title, box=box.SIMPLE_HEAD if not wide else box.SQUARE, show_edge=wide,
+              pad_edge=wide, padding=(0, 1) if wide else (0, 1, 0, 0),  # 2 spaces between columns
+              title_justify="left", caption_justify="left")
+    t.add_column("run", no_wrap=True)
+    if show_kind:
+        t.add_column("kind", no_wrap=True)
+    if show_status:
+        t.add_column("status", no_wrap=True)
+    t.add_column("goal", no_wrap=not wide, overflow="ellipsis" if not wide else "fold",
+                 max_width=goal_max)
+    abbreviated = []
+    for k in settings:
+        name = k if wide else SHORT.get(k, k)
+        if name != k:
+            abbreviated.append(f"{name} = {k}")
+        t.add_column(name, no_wrap=True, justify="right")
+    if show_teacher:
+        t.add_column("teacher", no_wrap=True)
+        if wide:
+            t.add_column("teacher\nval acc", no_wrap=True, justify="right")
+    for name in ("val\nacc", "best\nepoch", "recall\nno-pers", "recall\nperson"):
+        t.add_column(name, no_wrap=True, justify="right")
+    if wide:
+        for name in ("TN FP FN TP", "epochs", "wall", "img/s", "started", "device", "sweep"):
+            t.add_column(name, no_wrap=True, justify="right" if name in ("epochs", "wall", "img/s")
+                         else "left")
+    ids = [r["id"] for r in rows] if wide else _unique_ids(rows)
+    for i, r in enumerate(rows):
+        shown = values[i] if values is not None else r["config"]
+        cells = [ids[i]]
+        if show_kind:
+            cells.append(r["kind"] or "?")
+        if show_status:
+            cells.append(r["status"])
+        cells.append(r["goal"] or "-")
+        cells += [setting_text(k, shown.get(k), short=not wide) if k in shown else "" for k in settings]
+        if show_teacher:
+            student = r["kind"] == "student"
+            cells.append(((r["teacher_run"] or r["teacher"]) if wide else r["teacher"]) if student else "-")
+            if wide:
+                cells.append(fmt_metric(r["teacher_val_acc"]) if student else "-")
+        cells += [fmt_metric(r["val_acc"]), str(r["best_epoch"] or "-"),
+                  fmt_metric(r["recall_0"], 3), fmt_metric(r["recall_1"], 3)]
+        if wide:
+            cm = r["confusion"]
+            cells += [" ".join(str(v) for row in cm for v in row) if cm else "-",
+                      f"{r['epochs_done'] if r['epochs_done'] is not None else '-'}/{r['epochs'] or '-'}",
+                      fmt_duration(r["wall_time_s"]), fmt_rate(r["img_per_s"]),
+                      str(r["started"] or "-"), str(r["device"] or "-"),
+                      short_id(r["sweep"]) if r["sweep"] else "-"]
+        t.add_row(*cells)
+    if abbreviated:
+        captions.append(", ".join(abbreviated))
+    if dropped:
+        captions.append(f"also differ: {', '.join(dropped)} (--wide shows them)")
+    if captions:
+        t.caption = "\n".join(captions)
+    return t
+
+
+def _title(rows: list[dict], runs_dir, kind: Optional[str], sort: str) -> str:
+    what = f"{kind} runs" if kind else "runs"
+    order = "oldest first" if sort == "time" else "best val acc first"
+    return f"{len(rows)} {what} in {runs_dir} ({order})"
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+def _print(table: Table, console: Optional[Console], wide: bool) -> None:
+    from vwwfast.progress import fits_terminal, print_result
+    print_result(table, console, fit=False if wide else fits_terminal(console))
+
+
+def _target_width(console: Optional[Console]) -> Optional[int]:
+    from vwwfast.progress import fits_terminal, out
+    return (console or out).width if fits_terminal(console) else None
+
+
+def write_csv(rows: list[dict], file=None) -> None:
+    """Every column: the result fields, then every setting (union over the runs, named as
+    in config.yaml; `epochs` is the setting, `epochs_done` what ran)."""
+    file = file or sys.stdout
+    keys = ["id", "short_id", "kind", "status", "goal", "started", "ended", "val_acc",
+            "best_epoch", "recall_0", "recall_1", "tn", "fp", "fn", "tp", "epochs_done",
+            "wall_time_s", "img_per_s", "device", "teacher_short_id", "teacher_run", "teacher_val_acc",
+            "sweep", "path"]
+    settings: list[str] = []
+    for r in rows:
+        settings += [k for k in r["config"] if k not in settings]
+
+    def cell(v):
+        if v is None:
+            return ""
+        return json.dumps(v, default=_json_default) if isinstance(v, (dict, list)) else v
+
+    w = csv.writer(file, lineterminator="\n")
+    w.writerow(keys + settings)
+    for r in rows:
+        cm = r["confusion"] or [[None, None], [None, None]]
+        flat = {**r, "tn": cm[0][0], "fp": cm[0][1], "fn": cm[1][0], "tp": cm[1][1],
+                "teacher_short_id": r["teacher"]}
+        w.writerow([cell(flat.get(k)) for k in keys] + [cell(r["config"].get(k)) for k in settings])
+
+
+def write_json(data, file=None) -> None:
+    file = file or sys.stdout
+    file.write(json.dumps(data, indent=1, default=_json_default) + "\n")
+
+
+def print_runs(runs_dir, kind: Optional[str] = None, sort: str = "time", *, wide: bool = False,
+               fmt: str = "table", console: Optional[Console] = None) -> list[dict]:
+    """The runs table (fmt 'table'), or every column as 'csv' / 'json' on stdout."""
+    from vwwfast.progress import info
+    rows = list_runs(runs_dir, kind, sort)
+    if fmt == "csv":
+        write_csv(rows)
+    elif fmt == "json":
+        write_json(rows)
+    elif not rows:
+        which = f"{kind} runs" if kind else "runs"
+        info(f"no {which} in {runs_dir} yet; `vwwfast train-teacher` or `vwwfast distill` makes one")
+    else:
+        settings = differing([r["config"] for r in rows], wide)
+        _print(runs_table(rows, settings, wide=wide, title=_title(rows, runs_dir, kind, sort),
+                          width=_target_width(console)), console, wide)
+    return rows
+
+
+def print_sweep(ref: str, runs_dir, kind: Optional[str] = None, *, wide: bool = False,
+                fmt: str = "table", console: Optional[Console] = None) -> list[dict]:
+    """The members of one sweep, best val acc first, its swept settings as columns."""
+    from vwwfast.progress import warn
+    record = SweepRecord.open(ref, runs_dir)
+    data = record.data
+    rows = []
+    for m in record.members:
+        path = record.path.parent / m["run"]
+        if not (path / "config.yaml").is_file():
+            warn(f"sweep {record.short_id}: its run {m['run']} is no longer in {record.path.parent}")
+            continue
+        row = run_row(Run(path))
+        if kind is None or row["kind"] == kind:
+            rows.append({**row, "sweep_settings": m.get("settings") or {}})
+    rows = _by_val_acc(rows)
+    values = [r["sweep_settings"] for r in rows]
+    if fmt == "csv":
+        write_csv(rows)
+    elif fmt == "json":
+        write_json({**data, "rows": rows})
+    else:
+        swept = list(record.swept) or differing([r["config"] for r in rows], wide)
+        status = data.get("status", "?")
+        title = (f"sweep {record.short_id}: {data.get('mode', '?')} over {', '.join(swept) or '-'}, "
+                 f"{len(rows)} runs, {status} (best val acc first)")
+        _print(runs_table(rows, swept, wide=wide, title=title, width=_target_width(console),
+                          values=values), console, wide)
+    return rows
+
+
+def diff_runs(a: str, b: str, runs_dir) -> dict:
+    """Settings changed from run a to run b, and the result change (b - a)."""
+    ra, rb = run_row(resolve_run(a, runs_dir)), run_row(resolve_run(b, runs_dir))
+    delta = {k: (rb[k] - ra[k] if ra[k] is not None and rb[k] is not None else None)
+             for k in ("val_acc", "recall_0", "recall_1", "best_epoch")}
+    changes = config_changes(ra["config"], rb["config"])
+    if ra["teacher_run"] != rb["teacher_run"] and (ra["teacher_run"] or rb["teacher_run"]):
+        changes.append(("teacher run", ra["teacher_run"], rb["teacher_run"]))
+    return {"a": ra, "b": rb, "changes": changes, "delta": delta}
+
+
+def print_diff(a: str, b: str, runs_dir, fmt: str = "table",
+               console: Optional[Console] = None) -> dict:
+    from vwwfast.progress import out
+    d = diff_runs(a, b, runs_dir)
+    if fmt == "json":
+        write_json({**d, "changes": [{"setting": k, "a": x, "b": y} for k, x, y in d["changes"]]})
+        return d
+    target = console or out
+    ra, rb = d["a"], d["b"]
+    target.print(f"a = {ra['short_id']}  ({ra['id']}, {ra['status']})\n"
+                 f"b = {rb['short_id']}  ({rb['id']}, {rb['status']})", markup=False)
+    if d["changes"]:
+        t = Table(title="settings changed (a -> b)", box=box.SIMPLE_HEAD, title_justify="left")
+        for name in ("setting", "a", "b"):
+            t.add_column(name, overflow="fold")
+        for k, x, y in d["changes"]:
+            t.add_row(k, fmt_value(x), fmt_value(y))
+        _print(t, console, wide=False)
+    else:
+        target.print("same settings (note, tag, resume and runs_dir aside)")
+    t = Table(title="result (best epoch)", box=box.SIMPLE_HEAD, title_justify="left")
+    for name in ("metric", "a", "b", "b - a"):
+        t.add_column(name, justify="left" if name == "metric" else "right", no_wrap=True)
+    for k, name in (("val_acc", "val acc"), ("recall_0", "recall no-person"),
+                    ("recall_1", "recall person")):
+        t.add_row(name, fmt_metric(ra[k]), fmt_metric(rb[k]), fmt_delta(d["delta"][k]))
+    de = d["delta"]["best_epoch"]
+    t.add_row("best epoch", str(ra["best_epoch"] or "-"), str(rb["best_epoch"] or "-"),
+              "-" if de is None else f"{int(de):+d}")
+    _print(t, console, wide=False)
+    return d
+
+
+# ---------------------------------------------------------------------------------------
+# --plot
+
+def _plot_refs(refs: list[str], runs_dir) -> list[Run]:
+    """Runs named by folder, id or short id; a sweep stands for its runs."""
+    runs: list[Run] = []
+    for ref in refs:
+        try:
+            found = [resolve_run(ref, runs_dir)]
+        except UserError as e:
+            try:
+                found = SweepRecord.open(ref, runs_dir).runs()
+            except UserError:
+                raise e from None
+        runs += [r for r in found if r.path.resolve() not in {x.path.resolve() for x in runs}]
+    return runs
+
+
+def plot_labels(runs: list[Run]) -> list[str]:
+    """Each run labelled by the settings that differ among them ('alpha=0.7, T=4'; unset ones
+    left out); by its short id too when that leaves two alike or nothing differs."""
+    rows = [run_row(r) for r in runs]
+    keys = differing([r["config"] for r in rows])
+    labels = [", ".join(f"{SHORT.get(k, k)}={setting_text(k, r['config'][k])}"
+                        for k in keys if r["config"].get(k) is not None) for r in rows]
+    teachers = {r["teacher"] for r in rows if r["kind"] == "student" and r["teacher"] != "-"}
+    if len(teachers) > 1:
+        labels = [", ".join(x for x in (label, f"teacher {r['teacher']}") if x)
+                  if r["teacher"] != "-" else label for label, r in zip(labels, rows)]
+    if len(runs) == 1 or any(not x for x in labels) or len(set(labels)) < len(labels):
+        labels = [f"{r['short_id']}" + (f": {label}" if label else "") for r, label in zip(rows, labels)]
+    return labels
+
+
+def plot_runs(refs: list[str], runs_dir, out=None) -> Path:
+    from vwwfast.progress import warn
+    from vwwfast.records import plots
+    runs = _plot_refs(refs, runs_dir)
+    for r in runs:
+        if not r.epochs():
+            warn(f"{r.short_id} has no epoch recorded yet; it draws nothing")
+    out = Path(out) if out else Path(runs_dir) / "compare.png"
+    if out.suffix.lower() != ".png":
+        raise UserError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
+    labels = plot_labels(runs)
+    title = f"{len(runs)} run{'s' if len(runs) > 1 else ''}, labelled by what differs between them"
+    teachers = {run_row(r)["teacher"] for r in runs if r.kind == "student"} - {"-"}
+    if len(teachers) == 1:
+        title += f"; teacher of every KD student: {teachers.pop()}"
+    return plots.write_compare(runs, labels, out, title)
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+def _refuse(cfg, mode: str, flags: dict) -> None:
+    given = [flag for flag, on in flags.items() if on]
+    if given:
+        raise UserError(f"{mode} does not take {', '.join(given)}; drop "
+                        f"{'it' if len(given) == 1 else 'them'}")
+
+
+def runs_command(cfg, console: Optional[Console] = None) -> None:
+    try:
+        _command(cfg, console)
+    except BrokenPipeError:  # `vwwfast runs --csv | head`: the reader took what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+
+
+def _command(cfg, console: Optional[Console]) -> None:
+    from vwwfast.progress import result
+    if cfg.csv and cfg.json:
+        raise UserError("--csv and --json: choose one")
+    if cfg.out and not cfg.plot:
+        raise UserError("--out names the figure of --plot; add --plot RUN [RUN ...] or drop --out")
+    fmt = "csv" if cfg.csv else "json" if cfg.json else "table"
+    if cfg.diff:
+        _refuse(cfg, "--diff", {"--plot": cfg.plot, "--sweep": cfg.sweep, "--csv": cfg.csv,
+                                "--wide": cfg.wide, "--kind": cfg.kind,
+                                "--sort val_acc": cfg.sort != "time"})
+        if len(cfg.diff) != 2:
+            raise UserError("--diff takes two runs (folders, ids or short ids)")
+        print_diff(cfg.diff[0], cfg.diff[1], cfg.runs_dir, fmt, console)
+    elif cfg.plot:
+        _refuse(cfg, "--plot", {"--sweep": cfg.sweep, "--csv": cfg.csv, "--json": cfg.json,
+                                "--wide": cfg.wide, "--kind": cfg.kind,
+                                "--sort val_acc": cfg.sort != "time"})
+        path = plot_runs(cfg.plot, cfg.runs_dir, cfg.out)
+        result(str(path))
+    elif cfg.sweep:
+        print_sweep(cfg.sweep, cfg.runs_dir, cfg.kind, wide=cfg.wide, fmt=fmt, console=console)
+    else:
+        print_runs(cfg.runs_dir, cfg.kind, cfg.sort, wide=cfg.wide, fmt=fmt, console=console)

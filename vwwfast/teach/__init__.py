@@ -1,0 +1,1 @@
+"""Teachers as sources of views and logits, and the teacher cache (Zarr)."""

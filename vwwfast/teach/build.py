@@ -1,0 +1,223 @@
+"""`vwwfast cache-teacher`: run the teacher once over E deterministic views of every training
+sample (and the val view) into a teacher cache (cache.py), resumable view by view.
+
+Each rank (one without torchrun) owns whole shards, i.e. whole chunks of the store; rank 0
+creates the store and writes the attributes once every rank is done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vwwfast import config as C
+from vwwfast.data.split import SplitData, val_params
+from vwwfast.errors import UserError
+from vwwfast.teach.cache import (
+    ARRAYS,
+    FORMAT_VERSION,
+    TeacherCache,
+    _damaged,
+    default_out,
+    describe_difference,
+    fingerprint,
+)
+from vwwfast.teach.teacher import teacher_logits
+from vwwfast.teach.verify import verify_store
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+def _create(out: Path, n_views: int, n_train: int, n_val: int, per_shard: int, attrs: dict) -> None:
+    """A new, empty store with its attributes, built under a temporary name and moved into
+    place whole, so a store under its final name always has its arrays and attributes."""
+    import zarr
+    from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
+    tmp = out.parent / f".{out.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    g = zarr.open_group(str(tmp), mode="w")
+    codecs = dict(serializer=BytesCodec(), compressors=(ZstdCodec(level=3), Crc32cCodec()),
+                  fill_value=np.nan)  # a chunk never written reads NaN, not a plausible 0
+    chunk = max(1, min(per_shard, n_train))
+    n_params, n_classes = len(attrs["param_columns"]), len(attrs["classes"])
+    g.create_array("train/params", shape=(n_views, n_train, n_params), chunks=(1, chunk, n_params),
+                   dtype="float32", **codecs)
+    g.create_array("train/logits", shape=(n_views, n_train, n_classes), chunks=(1, chunk, n_classes),
+                   dtype="float16", **codecs)
+    g.create_array("val/logits", shape=(n_val, n_classes),
+                   chunks=(max(1, min(per_shard, n_val)), n_classes), dtype="float16", **codecs)
+    g.attrs.update(attrs)
+    os.replace(tmp, out)
+
+
+def _prepare(out: Path, fp: dict, n_views: int, n_train: int, n_val: int, per_shard: int,
+             attrs: dict) -> int:
+    """Rank 0: create the store, or check and reopen one with the same fingerprint (resume /
+    extend). Returns the number of views the store will hold."""
+    import zarr
+
+    from vwwfast.progress import info
+    if not out.exists():
+        _create(out, n_views, n_train, n_val, per_shard, attrs)
+        return n_views
+    if not (out / "zarr.json").is_file() and not any(out.iterdir()):
+        out.rmdir()
+        _create(out, n_views, n_train, n_val, per_shard, attrs)
+        return n_views
+    store = TeacherCache(out)  # refuses anything damaged
+    if store.fingerprint != fp:
+        raise UserError(f"{out} holds a cache of a different {describe_difference(fp, store.fingerprint)}; "
+                        f"pass another --out or delete it")
+    if store.num_train != n_train:
+        raise _damaged(out, f"it holds {store.num_train} train samples, the shards {n_train}")
+    g = zarr.open_group(str(out), mode="r+")
+    # the same teacher (sha256) perhaps at a new path, the shards perhaps moved: keep them findable
+    g.attrs.update({"teacher": attrs["teacher"], "shards": attrs["shards"]})
+    if n_views < store.num_views:
+        if not store.complete():
+            raise UserError(f"{out} {store.state()}: run with --views {store.num_views} to finish "
+                            f"it (`{store.finish_command()}`), or delete it")
+        info(f"{out} already holds all {store.num_views} views (more than --views {n_views}) and the "
+             f"val logits; nothing to do")
+        return store.num_views
+    if n_views > store.num_views:
+        for name in ("train/params", "train/logits"):
+            a = g[name]
+            a.resize((n_views,) + a.shape[1:])
+        g.attrs["num_views"] = n_views
+    elif store.complete():
+        info(f"{out} already holds all {n_views} views and the val logits; nothing to do")
+    return n_views
+
+
+def _shard_ranges(shards, split: str) -> list[tuple[int, int]]:
+    return [(e["first"], e["count"]) for e in shards.manifest["splits"][split]["shards"]]
+
+
+def _run_ranges(model, data, ranges, params, batch_size, desc):
+    """Teacher logits over whole shards (this rank's), yielding each shard's result."""
+    from vwwfast.progress import bar
+    with bar(desc, sum(c for _, c in ranges)) as advance:
+        for first, count in ranges:
+            order = np.arange(first, first + count)
+            logits, correct = teacher_logits(model, data, order, params, batch_size, advance)
+            yield first, count, logits, correct
+
+
+def cache_teacher(cfg: C.CacheTeacherConfig):
+    """`vwwfast cache-teacher`: make (resume, extend) a store, or with --verify check one.
+
+    Each rank (one without torchrun) owns whole shards, i.e. whole chunks of the store;
+    rank 0 creates the store and writes the attributes once every rank is done."""
+    if cfg.verify:
+        return verify_store(cfg)
+    from vwwfast import distributed as D
+    from vwwfast.data.shards import ShardSet
+    from vwwfast.data.views import PARAM_COLUMNS, view_params, view_spec
+    from vwwfast.devices import resolve_device
+    from vwwfast.models import check_teacher, describe_teacher, model_from_checkpoint
+    from vwwfast.progress import info, print_table, warn
+
+    if C.is_given(cfg, "samples"):
+        raise UserError("--samples is for --verify STORE (views recomputed); drop it")
+    C.require(cfg, "shards", "teacher")
+    device = D.device() if D.active() else resolve_device(cfg.device)
+    shards = ShardSet.open(cfg.shards)
+    model, ckpt = model_from_checkpoint(cfg.teacher, device=device)
+    check_teacher(cfg.teacher, ckpt, self_distill=cfg.self_distill)
+    model = model.to(memory_format=torch.channels_last)
+    size = cfg.input_size or ckpt["input_size"]
+    if size != ckpt["input_size"] and D.is_main():
+        warn(f"{cfg.teacher} was trained at {ckpt['input_size']} px and is cached at {size} px; "
+             f"a teacher at a size it was not trained at is usually weaker (the store records both)")
+    spec = view_spec(cfg.view_spec, cfg.view)
+    if spec.is_plain and C.is_given(cfg, "views") and cfg.views != 1:
+        raise UserError(f"a plain view spec has one view (the whole image): drop --views {cfg.views}")
+    n_views = 1 if spec.is_plain else cfg.views
+    fp = fingerprint(shards=shards, ckpt_path=cfg.teacher, ckpt=ckpt, input_size=size,
+                     spec=spec, seed=cfg.seed)
+    who = describe_teacher(cfg.teacher, ckpt, fp["teacher_sha256"])
+    tag = cfg.view_spec if not spec.non_default(cfg.view_spec) else \
+        f"{cfg.view_spec}-{hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:6]}"
+    out = Path(cfg.out) if cfg.out else default_out(shards.root, ckpt, size, tag, fp["teacher_sha256"])
+    n, n_val = len(shards.split("train")), len(shards.split("val"))
+    per_shard = shards.manifest["options"]["samples_per_shard"]
+    attrs = {
+        "format_version": FORMAT_VERSION, "fingerprint": fp, "num_views": n_views,
+        "views_completed": 0, "val_done": False, "view_spec_name": cfg.view_spec,
+        "param_columns": list(PARAM_COLUMNS), "classes": ["no_person", "person"],
+        "train_view_acc": [], "val_acc": None, "teacher": who,
+        "shards": str(Path(cfg.shards).resolve()),
+        "precision": "bf16" if device.type == "cuda" else "fp32",
+    }
+    if D.is_main():
+        run = f" from {who['role'] or 'the'} run {who['run']}" if who.get("run") else ""
+        acc = f" (val acc {who['run_val_acc']:.4f})" if who.get("run_val_acc") is not None else ""
+        info(f"teacher: {cfg.teacher}: {who['arch']} trained at {who['input_size']} px{run}{acc}; "
+             f"cached at {size} px")
+        n_views = _prepare(out, fp, n_views, n, n_val, per_shard, attrs)
+    D.barrier()
+    train = SplitData(shards, "train", cfg, device, size)
+    val = SplitData(shards, "val", cfg, device, size)
+    import zarr
+    g = zarr.open_group(str(out), mode="r+")
+    rendered = {"train": train.renderer.name, "val": val.renderer.name, "decoded_size": cfg.decoded_size}
+    if D.is_main():  # what --verify renders with; a resume on another renderer is said
+        old = g.attrs.get("renderer")
+        if old is None:
+            g.attrs["renderer"] = rendered
+        elif (old.get("train"), old.get("val")) != (rendered["train"], rendered["val"]):
+            warn(f"{out} was started with the {old.get('train')} renderer, this run renders with "
+                 f"{rendered['train']}: its logits agree only as closely as the renderers do")
+    n_views = g.attrs["num_views"]
+    arr = {name: g[name].with_config({"write_empty_chunks": True}) for name in ARRAYS}
+    mine = lambda split: _shard_ranges(shards, split)[D.rank()::D.world_size()]  # noqa: E731
+    start = time.perf_counter()
+    done = g.attrs["views_completed"]
+    accs = list(g.attrs["train_view_acc"])
+    images = 0
+    for view in range(done, n_views):
+        params = view_params(spec, cfg.seed, view, np.arange(n), train.split.heights, train.split.widths)
+        correct = 0
+        for first, count, logits, c in _run_ranges(model, train, mine("train"), params,
+                                                   cfg.batch_size, f"teacher view {view + 1}/{n_views}"):
+            arr["train/params"][view, first:first + count] = params[first:first + count]
+            arr["train/logits"][view, first:first + count] = logits.astype(np.float16)
+            correct += c
+        correct = int(D.all_reduce_sum(torch.tensor(correct, device=device)).item())
+        accs.append(correct / n)
+        images += n
+        if D.is_main():  # after the all-reduce: every rank's chunks are written
+            g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
+        D.barrier()
+    if not g.attrs["val_done"]:
+        vparams = val_params(val.split, False)
+        correct = 0
+        for first, count, logits, c in _run_ranges(model, val, mine("val"), vparams,
+                                                   cfg.batch_size, "teacher val"):
+            arr["val/logits"][first:first + count] = logits.astype(np.float16)
+            correct += c
+        correct = int(D.all_reduce_sum(torch.tensor(correct, device=device)).item())
+        if D.is_main():
+            g.attrs.update({"val_done": True, "val_acc": correct / max(len(val), 1)})
+        D.barrier()
+    train.close()
+    val.close()
+    if not D.is_main():
+        return out
+    store = TeacherCache(out)
+    seconds = time.perf_counter() - start
+    nbytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    tv = float(np.mean(accs)) if accs else float("nan")
+    print_table(f"teacher cache {out}", ["views", "train samples", "teacher acc (train views)",
+                                         "teacher acc (val)", "size", "per view x sample", "img/s"],
+                [(n_views, n, f"{tv:.4f}", f"{store.attrs['val_acc']:.4f}", f"{nbytes / 2**20:.1f} MiB",
+                  f"{nbytes / max(n_views * n, 1):.0f} B", f"{images / max(seconds, 1e-9):,.0f}")])
+    return out

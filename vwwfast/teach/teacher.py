@@ -1,0 +1,309 @@
+"""Where a run's training views and teacher logits come from: nothing else.
+
+A source gives the loop the view parameters of an epoch (`views`) and, for students that
+learn from a teacher, the teacher logits of a batch (`logits`); `describe` and
+`fingerprint` say what the run's record keeps about it. The KD recipe lives in losses.py.
+
+  OwnViews       views drawn from (spec, seed, epoch); no teacher
+  CachedTeacher  a teacher cache: its logits, and its views when it is augmented (a plain
+                 store's student draws its own views and reads the same plain-view logits)
+  OnlineTeacher  the teacher run on every batch, on the student's views at its own size
+
+`resolve_settings` first fills in (or checks) every setting a store fixes, so the config a
+run saves says what it trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from vwwfast.data.split import SplitData
+from vwwfast.data.views import ViewSpec, spec_conflicts, view_params, view_spec
+from vwwfast.devices import autocast
+from vwwfast.errors import UserError
+from vwwfast.files import file_sha256
+from vwwfast.models import (
+    check_teacher,
+    describe_teacher,
+    load_checkpoint,
+    model_from_checkpoint,
+)
+from vwwfast.provenance import __version__
+
+
+class OwnViews:
+    """Views drawn by the run itself: epoch e (from 1) uses view stream e - 1."""
+
+    needs_teacher = False
+
+    def __init__(self, spec: ViewSpec, seed: int, split):
+        self.spec, self.seed, self.split = spec, seed, split
+
+    def views(self, epoch: int) -> np.ndarray:
+        return view_params(self.spec, self.seed, epoch - 1, np.arange(len(self.split)),
+                           self.split.heights, self.split.widths)
+
+    def logits(self, epoch: int, idx, params) -> torch.Tensor | None:
+        return None
+
+    def epoch_note(self, epoch: int) -> dict:
+        return {}
+
+    def remarks(self, epochs: int) -> list[str]:
+        return []
+
+    def describe(self) -> dict | None:
+        return None
+
+    def fingerprint(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class CachedTeacher(OwnViews):
+    """Logits (and, for an augmented store, the views) read from a teacher cache, held on
+    the device as one [E, N, C] float16 table."""
+
+    needs_teacher = True
+
+    def __init__(self, store, spec: ViewSpec, seed: int, split, device, read_logits: bool = True):
+        super().__init__(spec, seed, split)
+        self.store = store
+        if store.num_train != len(split):
+            raise UserError(f"{store.path} holds {store.num_train} train samples, the shards {len(split)}")
+        self.params = None if store.plain else store.params()  # in this version's column order
+        self.table = torch.from_numpy(store.logits()).to(device) if read_logits else None
+        self.needs_teacher = read_logits
+
+    def view_of(self, epoch: int) -> int:
+        return 0 if self.store.plain else (epoch - 1) % self.store.num_views
+
+    def views(self, epoch):
+        if self.params is None:  # a plain store: the student draws its own views
+            return super().views(epoch)
+        return self.params[self.view_of(epoch)]
+
+    def logits(self, epoch, idx, params):
+        if self.table is None:
+            return None
+        idx = torch.as_tensor(idx, device=self.table.device, dtype=torch.long)
+        return self.table[self.view_of(epoch)].index_select(0, idx).float()
+
+    def epoch_note(self, epoch):
+        return {"view": self.view_of(epoch)}
+
+    def remarks(self, epochs):
+        E = self.store.num_views
+        if self.params is not None and epochs > E:
+            return [f"{epochs} epochs over {E} cached views: epoch e replays view (e - 1) mod {E}"]
+        if self.params is None:
+            return ["plain store: the student draws its own augmented views; every epoch reads "
+                    "the same plain-view logits"]
+        return []
+
+    def describe(self):
+        fp, who = self.store.fingerprint, getattr(self.store, "teacher", None) or {}
+        return {"mode": "cached", "store": str(self.store.path),
+                "store_fingerprint": self.store.fingerprint_hash, "views": self.store.num_views,
+                "checkpoint": who.get("checkpoint"), "sha256": fp["teacher_sha256"],
+                "arch": fp["teacher_arch"], "input_size": fp["teacher_input_size"],
+                "trained_input_size": who.get("input_size"), "role": who.get("role"),
+                "run": who.get("run"), "run_val_acc": who.get("run_val_acc"),
+                "logits_used": self.table is not None,
+                "train_view_acc": _mean(self.store.attrs.get("train_view_acc")),
+                "val_acc": self.store.attrs.get("val_acc")}
+
+    def fingerprint(self):
+        return {"store_fingerprint": self.store.fingerprint_hash,
+                "teacher_sha256": self.store.fingerprint["teacher_sha256"]}
+
+
+class OnlineTeacher(OwnViews):
+    """The teacher runs on every batch, on the student's views rendered at its own size."""
+
+    needs_teacher = True
+
+    def __init__(self, path: str, ckpt: dict, spec, seed, shards, cfg, device):
+        super().__init__(spec, seed, shards.split("train"))
+        self.path, self.ckpt = path, ckpt
+        self.sha256 = file_sha256(path)
+        self.model, _ = model_from_checkpoint(path, device=device)
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.size = ckpt["input_size"]
+        self.render = SplitData(shards, "train", cfg, device, self.size)
+
+    @torch.no_grad()
+    def logits(self, epoch, idx, params):
+        idx_np = idx.cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
+        # params: the whole view table, so a mixed view blends in its partner's rendering
+        x, _ = self.render.render_batch(idx_np, params, self.size)
+        with autocast(x.device):
+            return self.model(x.contiguous(memory_format=torch.channels_last)).float()
+
+    def describe(self):
+        return {"mode": "online", "store": None, **describe_teacher(self.path, self.ckpt, self.sha256)}
+
+    def fingerprint(self):
+        return {"teacher_sha256": self.sha256}
+
+    def close(self):
+        self.render.close()
+
+
+def _mean(xs):
+    return float(np.mean(xs)) if xs else None
+
+
+# ---------------------------------------------------------------------------------------
+# Settings a store or a teacher checkpoint fixes
+
+def open_store(path):
+    from vwwfast.teach.cache import TeacherCache
+    store = TeacherCache(path)
+    store.check_complete()
+    return store
+
+
+def resolve_settings(cfg, store=None):
+    """The config with every setting the store fixes filled in, after checking what the user
+    gave against it: view spec and settings, view seed, teacher input size, arch, checkpoint.
+    Without a store: the defaults the fields' help texts name."""
+    updates: dict = {}
+    if store is not None and not store.plain:
+        fp = store.fingerprint
+        base = store.attrs.get("view_spec_name", "default")
+        have = fp["view_spec"]
+        conflicts = spec_conflicts(have, cfg.view_spec, cfg.view)
+        if conflicts:
+            raise UserError(f"{store.path} was made with other views than this run asks for "
+                            f"({'; '.join(conflicts)}); drop the view settings to use the "
+                            f"store's, or make a store with them")
+        if cfg.view_seed is not None and cfg.view_seed != fp["seed"]:
+            raise UserError(f"--view-seed {cfg.view_seed} differs from the seed of {store.path} "
+                            f"({fp['seed']}); drop it to use the store's views")
+        updates.update(view_spec=base, view=ViewSpec.from_dict(have).non_default(base),
+                       view_seed=fp["seed"])
+    else:
+        updates.update(view_spec=cfg.view_spec or "default",
+                       view_seed=cfg.view_seed if cfg.view_seed is not None else cfg.seed)
+    if store is not None:
+        fp = store.fingerprint
+        who = getattr(store, "teacher", None) or {}
+        if cfg.teacher_input_size is not None and cfg.teacher_input_size != fp["teacher_input_size"]:
+            raise UserError(f"teacher input size is {cfg.teacher_input_size} in the config but "
+                            f"{store.path} holds logits at {fp['teacher_input_size']} px")
+        if cfg.teacher_arch is not None and cfg.teacher_arch != fp["teacher_arch"]:
+            raise UserError(f"teacher arch is {cfg.teacher_arch} in the config but {store.path} was "
+                            f"made by a {fp['teacher_arch']}")
+        if who.get("role") == "student" and not cfg.self_distill:
+            raise UserError(f"{store.path} holds the logits of a student ({who.get('run') or 'a student run'}); "
+                            f"pass --self-distill to distil from it on purpose")
+        if cfg.teacher_pretrained is not None and who.get("pretrained") is not None \
+                and bool(who["pretrained"]) != cfg.teacher_pretrained:
+            raise UserError(f"teacher pretrained is {str(cfg.teacher_pretrained).lower()} in the "
+                            f"config but {store.path}'s teacher was trained with pretrained "
+                            f"{str(bool(who['pretrained'])).lower()}")
+        if cfg.teacher:
+            sha = file_sha256(_existing(cfg.teacher))
+            if sha != fp["teacher_sha256"]:
+                raise UserError(f"--teacher {cfg.teacher} (sha256 {sha[:12]}) is not the teacher of "
+                                f"{store.path} (sha256 {fp['teacher_sha256'][:12]}"
+                                + (f", {who['checkpoint']}" if who.get("checkpoint") else "")
+                                + "); drop --teacher to use the store's, or make a store with it")
+        updates["teacher_input_size"] = fp["teacher_input_size"]
+        updates["teacher_arch"] = fp["teacher_arch"]
+    return dataclasses.replace(cfg, **updates)
+
+
+def _existing(path):
+    from pathlib import Path
+    if not Path(path).is_file():
+        raise UserError(f"teacher checkpoint not found: {path}")
+    return path
+
+
+def check_online_teacher(cfg) -> dict:
+    """The checkpoint of --teacher-mode online, checked against the teacher settings."""
+    if not cfg.teacher:
+        raise UserError("--teacher-mode online needs --teacher CHECKPOINT")
+    ckpt = load_checkpoint(cfg.teacher)
+    check_teacher(cfg.teacher, ckpt, self_distill=cfg.self_distill, arch=cfg.teacher_arch,
+                  input_size=cfg.teacher_input_size, pretrained=cfg.teacher_pretrained)
+    return ckpt
+
+
+def make_source(cfg, shards, device, *, needs_teacher: bool):
+    """The views-and-logits source of a run (or of a sweep: every student shares it).
+    `cfg` has been through resolve_settings. needs_teacher: some student uses logits."""
+    split = shards.split("train")
+    spec = view_spec(cfg.view_spec or "default", cfg.view)
+    seed = cfg.view_seed if cfg.view_seed is not None else cfg.seed
+    mode = getattr(cfg, "teacher_mode", None)
+    if mode == "online" and needs_teacher:
+        ckpt = check_online_teacher(cfg)
+        return OnlineTeacher(cfg.teacher, ckpt, spec, seed, shards, cfg, device)
+    if getattr(cfg, "cache", None) and mode == "cached":
+        store = open_store(cfg.cache)
+        store.check_shards(shards)
+        return CachedTeacher(store, spec, seed, split, device, read_logits=needs_teacher)
+    if needs_teacher:
+        raise UserError("--teacher-mode cached needs --cache PATH (from `vwwfast cache-teacher`), "
+                        "or use --alpha 0 for a supervised student")
+    return OwnViews(spec, seed, split)
+
+
+def refuse_unused_teacher(cfg, needs_teacher: bool) -> None:
+    """A teacher given to a run where no student uses one is a mistake, not a no-op."""
+    if needs_teacher or getattr(cfg, "teacher_mode", None) is None:
+        return
+    if cfg.teacher_mode == "online" and cfg.teacher:
+        raise UserError("--alpha 0 trains without a teacher: drop --teacher / --teacher-mode online, "
+                        "or give --alpha above 0")
+
+
+def source_fingerprints(source, shards) -> dict:
+    from vwwfast.provenance import versions
+    return {"shards_content_hash": shards.content_hash, "vwwfast_version": __version__,
+            "git": versions().get("git"), **source.fingerprint()}
+
+
+def run_train_views(config: dict, split, epoch: int = 1) -> np.ndarray:
+    """The training view parameters [N, P] a run (its resolved config as a dict) used at
+    `epoch` (from 1): the store's view (epoch - 1) mod E for a run with an augmented
+    cache, else the views it drew itself."""
+    if config.get("cache") and config.get("teacher_mode", "cached") == "cached":
+        store = open_store(config["cache"])
+        if not store.plain:
+            return store.params()[(epoch - 1) % store.num_views]
+    spec = view_spec(config.get("view_spec") or "default", config.get("view"))
+    seed = config.get("view_seed")
+    seed = config.get("seed", 0) if seed is None else seed
+    return OwnViews(spec, seed, split).views(epoch)
+
+
+@torch.no_grad()
+def teacher_logits(model, data, order, params, batch_size, on_chunk=None, exact=False):
+    """float32 logits [len(order), C] for `order` (in order), plus how many were right.
+    exact: no bf16 autocast (what --verify compares against)."""
+    device = next(model.parameters()).device
+    out = np.zeros((len(order), 2), np.float32)
+    correct, pos = 0, 0
+    for x, y, idx in data.batches(order, params, batch_size):
+        if exact:  # full fp32: no bf16 autocast, no TF32 convolutions
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+                z = model(x.float().contiguous(memory_format=torch.channels_last)).float()
+        else:
+            with autocast(device):
+                z = model(x.contiguous(memory_format=torch.channels_last)).float()
+        out[pos:pos + len(y)] = z.cpu().numpy()
+        # a mixed view's soft label counts as its larger weight's class
+        correct += int((z.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum())
+        pos += len(y)
+        if on_chunk:
+            on_chunk(len(y))
+    return out, correct

@@ -1,0 +1,1 @@
+"""Training: the KD recipe (losses), one student's state, the loop over several, the commands."""

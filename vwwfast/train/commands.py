@@ -1,0 +1,170 @@
+"""`vwwfast train-teacher` and `vwwfast distill`: one run, a sweep of several students, or the
+resume of either. Each resolves its configs, makes the records and hands them to the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from vwwfast import config as C
+from vwwfast import distributed as D
+from vwwfast.errors import UserError
+from vwwfast.fmt import fmt_metric
+from vwwfast.progress import info, result
+from vwwfast.records.runs import Run, SweepRecord, resolve_run
+from vwwfast.records.table import print_sweep
+from vwwfast.teach import teacher as TS
+from vwwfast.train.loop import fit
+from vwwfast.train.losses import KDRecipe
+
+
+class SweepInfo:
+    """A sweep's id and each member's short label (its swept settings)."""
+
+    def __init__(self, record, labels: list[str]):
+        self.record, self.labels = record, labels
+        self.id = record.id if record is not None else None
+
+
+SHORT = {"alpha": "a", "alpha_end": "ae", "temperature": "T", "confidence_gamma": "g",
+         "margin_weight": "m", "margin_weight_end": "me", "margin_decay_end_epoch": "mde",
+         "label_smoothing": "ls", "lr": "lr", "weight_decay": "wd", "momentum": "mom",
+         "optimizer": "", "pct_start": "pct", "div_factor": "div", "final_div_factor": "fdiv",
+         "patience": "p", "lr_scaling": "lrs-", "bn_momentum": "bnm", "bn_settle": "bns", "init_seed": "s",
+         "pretrained": "pre", "init": "init"}
+
+
+def member_label(settings: dict) -> str:
+    """alpha 0.5, gamma 2 -> 'a0.5-g2'."""
+    parts = []
+    for k, v in settings.items():
+        text = Path(str(v)).stem if k == "init" and v else ("on" if v is True else "off" if v is False else f"{v:g}" if isinstance(v, float) else str(v))
+        parts.append(f"{SHORT.get(k, k)}{text}")
+    return "-".join(parts)
+
+
+def _resolve_all(cfgs: list) -> list:
+    base = cfgs[0]
+    cached = getattr(base, "cache", None) and getattr(base, "teacher_mode", None) == "cached"
+    if getattr(base, "teacher_mode", None) == "online" and base.cache:
+        raise UserError("--cache is for --teacher-mode cached; drop it (or --teacher-mode online)")
+    store = TS.open_store(base.cache) if cached else None
+    needs = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
+    TS.refuse_unused_teacher(base, needs)
+    return [TS.resolve_settings(c, store) for c in cfgs]
+
+
+def train_teacher(cfg: C.TrainConfig) -> dict:
+    if cfg.resume:
+        return _lone(_resume(cfg, C.TrainConfig, "teacher"))
+    C.require(cfg, "shards")
+    return _lone(fit(_resolve_all([cfg]), "teacher"))
+
+
+def distill(cfg) -> dict | list[dict]:
+    """`vwwfast distill`: a config, or a config.Sweep of several students."""
+    if isinstance(cfg, C.Sweep):
+        return _sweep(cfg)
+    if cfg.resume:
+        summaries = _resume(cfg, C.DistillConfig, "student")
+        return summaries if len(summaries) > 1 else _lone(summaries)
+    C.require(cfg, "shards")
+    return _lone(fit(_resolve_all([cfg]), "student"))
+
+
+def _lone(summaries: list[dict]) -> dict:
+    """A lone run's summary; a run that failed (a loss that became NaN) exits non-zero."""
+    s = summaries[0]
+    if s.get("status") == "failed":
+        raise UserError(f"run {Path(s.get('run_dir') or '?').name} failed: {s.get('error')}")
+    if s.get("run_dir"):
+        result(f"run {s['run_dir']}: best val acc {fmt_metric(s.get('best_val_acc'), 4)} "
+               f"at epoch {s.get('best_epoch') or '-'}")
+    return s
+
+
+def _sweep(sweep: C.Sweep) -> list[dict]:
+
+    base = sweep.configs[0]
+    C.require(base, "shards")
+    cfgs = _resolve_all(sweep.configs)
+    settings = [{k: getattr(c, k) for k in sweep.swept} for c in sweep.configs]
+    labels = [member_label(x) for x in settings]
+    cfgs = [dataclasses.replace(c, tag="_".join(t for t in (c.tag, label) if t))
+            for c, label in zip(cfgs, labels)]
+    record = SweepRecord.create(base.runs_dir, base.tag, sweep.mode, sweep.swept) if D.is_main() else None
+    info(f"sweep of {len(cfgs)} students sharing every batch" + (f": {record.path}" if record else ""))
+    runs = []
+    for c in cfgs:  # records first, so the sweep lists its members from the start
+        run = Run.create(c.runs_dir, "student", c) if D.is_main() else None
+        if record is not None:
+            record.add_member(run.id, settings[len(runs)])
+        runs.append(run)
+    status = "failed"
+    try:
+        summaries = fit(cfgs, "student", runs=[r for r in runs] if D.is_main() else None,
+                        sweep=SweepInfo(record, labels), fresh=True)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if record is not None:
+            record.finish(status)
+    _report_sweep(summaries, SweepInfo(record, labels))
+    return summaries
+
+
+def _report_sweep(summaries: list[dict], sweep: SweepInfo) -> None:
+    """The members side by side (stdout); a sweep where every student failed exits non-zero."""
+    if sweep.record is not None:
+
+        print_sweep(str(sweep.record.path), sweep.record.path.parent)
+    failed = [s for s in summaries if s.get("status") == "failed"]
+    if failed and len(failed) == len(summaries):
+        raise UserError(f"every student of the sweep failed ({failed[0].get('error')})")
+
+
+def _resume(cfg, cls, kind: str) -> list[dict]:
+    """Continue a run (or a whole sweep) with the settings it started with."""
+
+    ref = cfg.resume
+    sweep_dir = Path(ref) if (Path(ref) / "sweep.json").is_file() else None
+    if sweep_dir is None and not Path(ref).is_dir():
+        try:
+            sweep_dir = SweepRecord.open(ref, cfg.runs_dir).path
+        except UserError:
+            sweep_dir = None
+    if sweep_dir is not None:
+        record = SweepRecord.open(str(sweep_dir), cfg.runs_dir)
+        runs = [resolve_run(m["run"], record.path.parent) for m in record.members]
+        labels = [member_label(m["settings"]) for m in record.members]
+        sweep = SweepInfo(record, labels)
+    else:
+        runs, sweep = [resolve_run(ref, cfg.runs_dir)], None
+        status = runs[0].summary.get("status")
+        if status == "finished":
+            raise UserError(f"{runs[0].id} already finished ({runs[0].summary.get('epochs_done')} "
+                            f"epochs); to train longer start a new run from its weights: "
+                            f"--init {runs[0].path}/model.pt")
+    cfgs = []
+    for run in runs:
+        saved = C.load_yaml(run.path / "config.yaml")
+        saved.pop("resume", None)
+        cfgs.append(C.resolve(cls, saved, {}, where=str(run.path / "config.yaml")))
+    if sweep is not None and all(r.summary.get("status") in ("finished", "failed") for r in runs):
+        raise UserError(f"every member of sweep {sweep.id} already ended; nothing to resume")
+    info(f"resuming {len(runs)} run{'s' if len(runs) > 1 else ''}" + (f" of sweep {sweep.id}" if sweep else ""))
+    status = "failed"
+    try:
+        summaries = fit(cfgs, kind, runs=runs, sweep=sweep)
+        status = "finished"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        if sweep is not None and sweep.record is not None:
+            sweep.record.finish(status)
+    if sweep is not None:
+        _report_sweep(summaries, sweep)
+    return summaries
