@@ -320,7 +320,7 @@ def test_runs_table_fits_100_columns(twelve):
     lines = text.splitlines()
     assert max(len(l) for l in lines) <= 100
     header = next(l for l in lines if l.startswith("run "))
-    for col in ("goal", "alpha", "T", "gamma"):  # only the differing settings, short names
+    for col in ("goal", "a", "T", "gamma"):  # only the differing settings, short names
         assert re.search(rf"\b{col}\b", header), col
     assert "lr" not in header.split() and "epochs" not in header
     body = [l for l in lines if l.startswith("10-27_16-00-")]
@@ -329,7 +329,7 @@ def test_runs_table_fits_100_columns(twelve):
     assert row.split()[0] == "10-27_16-00-11_grid_a0.8-T4-g2"   # the short id, whole
     assert "0.8350" in row                                       # its val acc
     assert "teacher of every KD student: 10-27_15-06-43_base (val acc 0.9400)" in text
-    assert "T = temperature" in text
+    assert "T = temperature" in text and "a = alpha" in text
 
 
 def test_runs_table_leaves_out_what_does_not_fit_and_says_so(twelve):

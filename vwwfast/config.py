@@ -29,6 +29,7 @@ def opt(default, help: str, **extra):
 
     extra: lo / hi (inclusive bounds), gt / lt (exclusive bounds), choices, path=True
     (backslashes accepted as separators), sweep=True (distill may take a list),
+    short="a" (its name in sweep members' tags, table headers and plot labels),
     positional=True, nargs / metavar / action for the flag."""
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **extra})
@@ -36,7 +37,22 @@ def opt(default, help: str, **extra):
 
 
 RENDERER_CHOICES = ("auto", "decoded", "dali", "reference")
+RENDERER_HELP = ("how views are rendered: 'auto' (the decoded cache when it fits, else DALI), "
+                 "'decoded', 'dali' or 'reference' (PIL)")
 DEVICE_HELP = "'auto' (CUDA if present), 'cuda' or 'cpu'"
+
+
+@dataclass
+class RenderSettings:
+    """Where and how every command that renders views does it; declared once, shown last."""
+    renderer: str = opt("auto", RENDERER_HELP, choices=RENDERER_CHOICES)
+    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
+    decoded_budget_gb: float = opt(0.0, "memory the decoded cache may take, GiB; 0 = 40% of free "
+                                        "device memory", lo=0)
+    device: str = opt("auto", DEVICE_HELP)
+
+
+RENDER_FIELDS = tuple(f.name for f in dataclasses.fields(RenderSettings))
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,51 +90,59 @@ class ShardConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
     arch: str = opt("mobilenet_v3_large", "torchvision classifier name")
-    input_size: int = opt(224, "model input size in pixels (square)", lo=8)
+    input_size: int = opt(224, "model input size in pixels (square)", lo=8, short="size")
     epochs: int = opt(30, "training epochs", lo=1)
-    batch_size: int = opt(128, "training batch size (images per step); every step sees a full batch", lo=1)
-    optimizer: str = opt("adamw", "'adamw' or 'sgd'", choices=("adamw", "sgd"), sweep=True)
-    lr: float = opt(2e-3, "OneCycle peak learning rate (max_lr) at --lr-base-batch", gt=0, sweep=True)
+    batch_size: int = opt(128, "training batch size (images per step); every step sees a full batch",
+                          lo=1, short="batch")
+    optimizer: str = opt("adamw", "'adamw' or 'sgd'", choices=("adamw", "sgd"),
+                         sweep=True, short="opt")
+    lr: float = opt(2e-3, "OneCycle peak learning rate (max_lr) at --lr-base-batch",
+                    gt=0, sweep=True, short="lr")
     lr_scaling: str = opt("off", "scale --lr with the batch size: 'off', 'linear' or 'sqrt' "
                                  "(lr x (batch / lr-base-batch) or its square root)",
-                          choices=("off", "linear", "sqrt"), sweep=True)
-    lr_base_batch: int = opt(128, "the batch size --lr is given for, with --lr-scaling", lo=1)
-    weight_decay: float = opt(0.01, "weight decay", lo=0, sweep=True)
-    momentum: float = opt(0.9, "SGD momentum (only with --optimizer sgd)", lo=0, lt=1, sweep=True)
-    pct_start: float = opt(0.25, "OneCycle: share of steps spent warming up to the peak", gt=0, lt=1, sweep=True)
-    div_factor: float = opt(25.0, "OneCycle: initial lr = lr / div_factor", gt=0, sweep=True)
-    final_div_factor: float = opt(1e4, "OneCycle: final lr = initial lr / final_div_factor", gt=0, sweep=True)
-    patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = never", lo=0, sweep=True)
+                          choices=("off", "linear", "sqrt"), sweep=True, short="lr_sc")
+    lr_base_batch: int = opt(128, "the batch size --lr is given for, with --lr-scaling",
+                             lo=1, short="lr_bb")
+    weight_decay: float = opt(0.01, "weight decay", lo=0, sweep=True, short="wd")
+    momentum: float = opt(0.9, "SGD momentum (only with --optimizer sgd)",
+                          lo=0, lt=1, sweep=True, short="mom")
+    pct_start: float = opt(0.25, "OneCycle: share of steps spent warming up to the peak",
+                           gt=0, lt=1, sweep=True, short="pct")
+    div_factor: float = opt(25.0, "OneCycle: initial lr = lr / div_factor",
+                            gt=0, sweep=True, short="div")
+    final_div_factor: float = opt(1e4, "OneCycle: final lr = initial lr / final_div_factor",
+                                  gt=0, sweep=True, short="fdiv")
+    patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = never",
+                        lo=0, sweep=True, short="pat")
     bn_momentum: float = opt(0.1, "BatchNorm momentum (torchvision's MobileNetV3 uses 0.01, too slow "
-                                  "for short runs)", gt=0, hi=1, sweep=True)
+                                  "for short runs)", gt=0, hi=1, sweep=True, short="bn_mom")
     bn_settle: int = opt(2048, "training images run through the model to recompute BatchNorm "
-                               "statistics before each evaluation; 0 = off", lo=0, sweep=True)
-    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True)
+                               "statistics before each evaluation; 0 = off", lo=0, sweep=True, short="bn_set")
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy term",
+                                 lo=0, lt=1, sweep=True, short="ls")
     view_spec: Optional[str] = opt(None, "training augmentation base: 'default', 'plain' (none) or "
                                          "'fm' (default + mixup on every view); unset = "
-                                         "'default', or the teacher cache's")
+                                         "'default', or the teacher cache's", short="views")
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable), e.g. --view erase=0.25 "
                          "--view scale=0.08,1.0; YAML: a `views:` section", action="append",
                      metavar="KEY=VALUE")
     view_seed: Optional[int] = opt(None, "seed of the training views; unset = --seed, or the teacher "
-                                         "cache's")
-    val_center_crop: bool = opt(False, "validate on a centre crop instead of the whole image")
-    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
-    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
-    decoded_budget_gb: float = opt(0.0, "memory the decoded cache may take, GiB; 0 = 40% of free "
-                                        "device memory", lo=0)
-    pretrained: bool = opt(False, "start from torchvision's ImageNet weights (needs them downloaded)", sweep=True)
+                                         "cache's", short="vseed")
+    val_center_crop: bool = opt(False, "validate on a centre crop instead of the whole image",
+                                short="ccrop")
+    pretrained: bool = opt(False, "start from torchvision's ImageNet weights (needs them downloaded)",
+                           sweep=True, short="pretr")
     init: Optional[str] = opt(None, "start from this local checkpoint: a vwwfast .pt or a torchvision "
-                                    "state_dict file", path=True, sweep=True)
+                                    "state_dict file", path=True, sweep=True, short="init")
     compile: str = opt("auto", "compile the training step: 'auto' (on with CUDA), 'on' or 'off'",
                        choices=("auto", "on", "off"))
-    device: str = opt("auto", DEVICE_HELP)
     seed: int = opt(0, "seed of the epoch order (and of the views and weights unless --view-seed / "
                        "--init-seed)")
-    init_seed: Optional[int] = opt(None, "seed of the weights and dropout; unset = --seed", sweep=True)
+    init_seed: Optional[int] = opt(None, "seed of the weights and dropout; unset = --seed",
+                                   sweep=True, short="iseed")
     runs_dir: str = opt("runs", "folder that holds run folders", path=True)
     tag: Optional[str] = opt(None, "suffix of the run folder name")
     note: str = opt("", "the goal of this run, written to its card")
@@ -131,34 +155,37 @@ class DistillConfig(TrainConfig):
     input_size: int = opt(96, "model input size in pixels (square)", lo=8)
     label_smoothing: float = opt(0.01, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True)
     alpha: float = opt(0.55, "weight of the teacher term (at the first epoch with --alpha-end); "
-                             "0 = supervised (no teacher logits)", lo=0, hi=1, sweep=True)
+                             "0 = supervised (no teacher logits)", lo=0, hi=1, sweep=True, short="a")
     alpha_end: Optional[float] = opt(None, "alpha at the last epoch (linear schedule); unset = constant",
-                                     lo=0, hi=1, sweep=True)
-    temperature: float = opt(2.0, "KD temperature T", gt=0, sweep=True)
-    confidence_gamma: float = opt(2.0, "weight samples by teacher confidence ** gamma; 0 = off", lo=0, sweep=True)
+                                     lo=0, hi=1, sweep=True, short="a_end")
+    temperature: float = opt(2.0, "KD temperature T", gt=0, sweep=True, short="T")
+    confidence_gamma: float = opt(2.0, "weight samples by teacher confidence ** gamma; 0 = off",
+                                  lo=0, sweep=True, short="gamma")
     margin_weight: float = opt(0.03, "weight of the centred-logit margin term (at the first epoch with "
-                                     "a schedule); 0 = off", lo=0, sweep=True)
+                                     "a schedule); 0 = off", lo=0, sweep=True, short="m")
     margin_weight_end: Optional[float] = opt(None, "margin weight reached at --margin-decay-end-epoch; "
-                                                   "unset = constant", lo=0, sweep=True)
+                                                   "unset = constant", lo=0, sweep=True, short="m_end")
     margin_decay_end_epoch: Optional[int] = opt(None, "epoch (from 1) at which the margin weight reaches "
-                                                      "its end value", lo=0, sweep=True)
+                                                      "its end value", lo=0, sweep=True, short="m_ep")
     teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)",
-                            choices=("cached", "online"))
+                            choices=("cached", "online"), short="mode")
     cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`", path=True)
     teacher: Optional[str] = opt(None, "teacher checkpoint: for --teacher-mode online; with --cache it "
                                        "must be the store's teacher", path=True)
-    teacher_arch: Optional[str] = opt(None, "the teacher's arch, checked against its checkpoint")
+    teacher_arch: Optional[str] = opt(None, "the teacher's arch, checked against its checkpoint",
+                                      short="t_arch")
     teacher_input_size: Optional[int] = opt(None, "the teacher's input size, checked against the "
-                                                  "checkpoint or store", lo=8)
+                                                  "checkpoint or store", lo=8, short="t_size")
     teacher_pretrained: Optional[bool] = opt(None, "whether the teacher started from ImageNet weights, "
-                                                   "checked against its checkpoint")
-    self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher")
+                                                   "checked against its checkpoint", short="t_pre")
+    self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher",
+                             short="self")
     sweep_mode: str = opt("grid", "settings given as lists: 'grid' (every combination) or 'zip' "
                                   "(element by element)", choices=("grid", "zip"))
 
 
 @dataclass
-class CacheTeacherConfig:
+class CacheTeacherConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required; with --verify: the store's "
                           "own by default)", path=True)
     teacher: str = opt("", "teacher checkpoint (.pt) (required; with --verify: the store's own by default)",
@@ -172,20 +199,15 @@ class CacheTeacherConfig:
     seed: int = opt(0, "seed of the view parameters")
     out: Optional[str] = opt(None, "store path (default <shards>/teacher-<tag>.zarr)", path=True)
     batch_size: int = opt(256, "teacher inference batch size", lo=1)
-    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
-    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
-    decoded_budget_gb: float = opt(0.0, "memory the decoded cache may take, GiB; 0 = 40% of free "
-                                        "device memory", lo=0)
     self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher")
     verify: Optional[str] = opt(None, "check this store instead: recompute --samples stored views with "
                                       "the teacher and compare", path=True)
     samples: int = opt(64, "with --verify: random stored (view, sample) pairs recomputed, and as many "
                            "val samples", lo=1)
-    device: str = opt("auto", DEVICE_HELP)
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(RenderSettings):
     checkpoint: str = opt("", "a run folder or short id, a checkpoint (.pt), or an exported .onnx / "
                               ".tflite file", positional=True, path=True)
     shards: str = opt("", "shard folder written by `vwwfast shard` (default: the run's)", path=True)
@@ -197,14 +219,11 @@ class EvalConfig:
                                 path=True)
     batch_size: int = opt(256, "evaluation batch size", lo=1)
     center_crop: bool = opt(False, "evaluate on a centre crop instead of the whole image")
-    renderer: str = opt("auto", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
-    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
     runs_dir: str = opt("runs", "folder that holds run folders (for short ids)", path=True)
-    device: str = opt("auto", DEVICE_HELP)
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(RenderSettings):
     run: str = opt("", "a run folder or short id, or a checkpoint (.pt)", positional=True, path=True)
     format: str = opt("onnx", "comma-separated: 'onnx', 'tflite' (needs vwwfast[tflite])")
     int8: bool = opt(True, "also write int8 files, calibrated on the run's training views")
@@ -215,15 +234,11 @@ class ExportConfig:
     shards: str = opt("", "shard folder (default: the run's)", path=True)
     out: Optional[str] = opt(None, "output folder (default RUN/export)", path=True)
     batch_size: int = opt(256, "evaluation batch size", lo=1)
-    renderer: str = opt("auto", "renderer of the val evaluation: 'auto', 'decoded', 'dali' or "
-                                "'reference' (calibration uses the run's own)", choices=RENDERER_CHOICES)
-    decoded_size: int = opt(160, "side of the decoded cache of the val evaluation in pixels", lo=8)
     runs_dir: str = opt("runs", "folder that holds run folders (for short ids)", path=True)
-    device: str = opt("auto", DEVICE_HELP)
 
 
 @dataclass
-class ViewsConfig:
+class ViewsConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
     view_spec: Optional[str] = opt(None, "training augmentation base: 'default', 'plain' or 'fm'; "
                                          "unset = 'default', or the cache's")
@@ -235,8 +250,8 @@ class ViewsConfig:
     views: int = opt(6, "views per sample (columns)", lo=1)
     size: int = opt(96, "rendered size in pixels", lo=8)
     out: str = opt("views.png", "contact sheet to write (PNG)", path=True)
-    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
-    renderer: str = opt("reference", "'auto', 'decoded', 'dali' or 'reference'", choices=RENDERER_CHOICES)
+    # a sheet is a few dozen images: the exact renderer, on the CPU
+    renderer: str = opt("reference", RENDERER_HELP, choices=RENDERER_CHOICES)
     device: str = opt("cpu", DEVICE_HELP)
 
 
@@ -257,32 +272,33 @@ class RunsConfig:
 
 
 @dataclass
-class BenchLoaderConfig:
+class BenchLoaderConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
     renderer: str = opt("all", "renderer to time, or 'all'", choices=("all",) + RENDERER_CHOICES[1:])
     size: int = opt(96, "output size in pixels", lo=8)
     batch_size: int = opt(256, "images per batch", lo=1)
     batches: int = opt(20, "timed batches per renderer (after warm-up)", lo=1)
-    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
     json: Optional[str] = opt(None, "also write the figures to this JSON file", path=True)
-    device: str = opt("auto", DEVICE_HELP)
 
 
 @dataclass
-class BenchKDConfig:
+class BenchKDConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
     teacher: str = opt("", "teacher checkpoint (.pt) (required)", path=True)
     cache: str = opt("", "teacher cache (.zarr) (required)", path=True)
-    renderer: str = opt("auto", "renderer of the vwwfast paths", choices=RENDERER_CHOICES)
     batch_size: int = opt(128, "images per batch", lo=1)
     batches: int = opt(10, "timed batches per path (after warm-up)", lo=1)
     workers: int = opt(2, "DataLoader workers of the conventional pipeline", lo=0)
     students: int = opt(1, "also time a sweep of this many students on the cached path", lo=1)
     compile: str = opt("off", "also time the compiled step: 'auto' (with CUDA), 'on' or 'off'",
                        choices=("auto", "on", "off"))
-    decoded_size: int = opt(160, "side of the decoded cache in pixels", lo=8)
     json: Optional[str] = opt(None, "also write the figures to this JSON file", path=True)
-    device: str = opt("auto", DEVICE_HELP)
+
+
+def short_name(name: str) -> str:
+    """A training setting's short name ('alpha' -> 'a'), or the name itself."""
+    f = _fields(DistillConfig).get(name)
+    return f.metadata.get("short", name) if f is not None else name
 
 
 # ---------------------------------------------------------------------------------------
@@ -609,8 +625,14 @@ def resolve_sweep(cls, yaml_data: dict | None = None, flags: dict | None = None,
 # ---------------------------------------------------------------------------------------
 # Saving and showing
 
+def fields_in_order(cls) -> list[dataclasses.Field]:
+    """A command's own settings first, then the render settings every renderer shares."""
+    return sorted(dataclasses.fields(cls), key=lambda f: f.name in RENDER_FIELDS)
+
+
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    data = dataclasses.asdict(cfg)
+    return {f.name: data[f.name] for f in fields_in_order(type(cfg))}
 
 
 def sectioned(cfg_or_dict) -> dict:
@@ -663,7 +685,7 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
     types_ = _field_types(cls)
     defaults = cls()
     sweeps = cls is DistillConfig
-    for f in dataclasses.fields(cls):
+    for f in fields_in_order(cls):
         meta = f.metadata
         base = _base_type(types_[f.name])
         default = getattr(defaults, f.name)

@@ -78,6 +78,7 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     from vwwfast.data.render.factory import make_renderer
     from vwwfast.data.render.prefetch import iterate
     from vwwfast.data.shards import ShardSet
+    from vwwfast.data.split import budget_bytes
     from vwwfast.data.views import ViewSpec, view_params
     from vwwfast.devices import autocast, resolve_device
     from vwwfast.models import build_model, model_from_checkpoint
@@ -144,9 +145,11 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     results["teacher_bound_img_per_s"] = timer.rate()
 
     student_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
+                              budget_bytes=budget_bytes(cfg),
                               out_size=STUDENT_SIZE, cache_dir=shards.root,
                               content_hash=shards.content_hash)
     teacher_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
+                              budget_bytes=budget_bytes(cfg),
                               out_size=tsize, cache_dir=shards.root,
                               content_hash=shards.content_hash)
     rows = lambda idx: params[idx]  # noqa: E731

@@ -86,6 +86,7 @@ def bench_loader(cfg: BenchLoaderConfig) -> dict:
     from vwwfast.data.render.base import dali_available
     from vwwfast.data.render.factory import make_renderer
     from vwwfast.data.shards import ShardSet
+    from vwwfast.data.split import budget_bytes
     from vwwfast.data.views import ViewSpec, view_params
     from vwwfast.devices import resolve_device
     from vwwfast.errors import UserError
@@ -113,6 +114,7 @@ def bench_loader(cfg: BenchLoaderConfig) -> dict:
         info(f"timing renderer {name} ...")
         t0 = time.perf_counter()
         r = make_renderer(name, split, device=device, decoded_size=cfg.decoded_size,
+                          budget_bytes=budget_bytes(cfg),
                           out_size=cfg.size)
         built = time.perf_counter() - t0
         try:

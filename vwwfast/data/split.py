@@ -28,7 +28,7 @@ class SplitData:
             D.barrier()  # under torchrun rank 0 decodes and saves the decoded cache; others map it
         self.renderer = make_renderer(cfg.renderer, self.split, device=device,
                                       decoded_size=getattr(cfg, "decoded_size", 160),
-                                      budget_bytes=_budget(cfg), out_size=size,
+                                      budget_bytes=budget_bytes(cfg), out_size=size,
                                       cache_dir=shards.root, content_hash=shards.content_hash)
         if D.is_main():
             D.barrier()
@@ -55,7 +55,8 @@ class SplitData:
         self.renderer.close()
 
 
-def _budget(cfg):
+def budget_bytes(cfg) -> int | None:
+    """--decoded-budget-gb in bytes; None = the renderer's default (40% of free memory)."""
     gb = getattr(cfg, "decoded_budget_gb", 0.0)
     return int(gb * 2**30) if gb else None
 

@@ -18,6 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
 from vwwfast.provenance import arch_short
@@ -38,15 +39,6 @@ EXECUTION = {"device", "compile", "renderer", "decoded_size", "decoded_budget_gb
 # Shown first, in this order: the knobs people sweep.
 FIRST = ("alpha", "alpha_end", "temperature", "confidence_gamma", "margin_weight",
          "margin_weight_end", "margin_decay_end_epoch", "label_smoothing", "lr")
-SHORT = {"alpha_end": "a_end", "temperature": "T", "confidence_gamma": "gamma",
-         "margin_weight": "margin", "margin_weight_end": "m_end", "margin_decay_end_epoch": "m_ep",
-         "label_smoothing": "ls", "weight_decay": "wd", "batch_size": "batch", "input_size": "size",
-         "pct_start": "pct", "div_factor": "div", "final_div_factor": "fdiv", "bn_momentum": "bn_mom",
-         "bn_settle": "bn_set", "init_seed": "iseed", "view_seed": "vseed", "view_spec": "views",
-         "teacher_mode": "mode", "pretrained": "pretr", "patience": "pat", "optimizer": "opt",
-         "lr_scaling": "lr_sc", "lr_base_batch": "lr_bb", "val_center_crop": "ccrop",
-         "self_distill": "self", "teacher_arch": "t_arch", "teacher_input_size": "t_size",
-         "teacher_pretrained": "t_pre", "momentum": "mom"}
 PATHS = {"shards", "cache", "teacher", "init", "resume"}
 SORTS = ("time", "val_acc")
 
@@ -185,7 +177,7 @@ def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
                  max_width=goal_max)
     abbreviated = []
     for k in settings:
-        name = k if wide else SHORT.get(k, k)
+        name = k if wide else C.short_name(k)
         if name != k:
             abbreviated.append(f"{name} = {k}")
         t.add_column(name, no_wrap=True, justify="right")
@@ -400,7 +392,7 @@ def plot_labels(runs: list[Run]) -> list[str]:
     left out); by its short id too when that leaves two alike or nothing differs."""
     rows = [run_row(r) for r in runs]
     keys = differing([r["config"] for r in rows])
-    labels = [", ".join(f"{SHORT.get(k, k)}={setting_text(k, r['config'][k])}"
+    labels = [", ".join(f"{C.short_name(k)}={setting_text(k, r['config'][k])}"
                         for k in keys if r["config"].get(k) is not None) for r in rows]
     teachers = {r["teacher"] for r in rows if r["kind"] == "student" and r["teacher"] != "-"}
     if len(teachers) > 1:

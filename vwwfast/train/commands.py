@@ -26,20 +26,16 @@ class SweepInfo:
         self.id = record.id if record is not None else None
 
 
-SHORT = {"alpha": "a", "alpha_end": "ae", "temperature": "T", "confidence_gamma": "g",
-         "margin_weight": "m", "margin_weight_end": "me", "margin_decay_end_epoch": "mde",
-         "label_smoothing": "ls", "lr": "lr", "weight_decay": "wd", "momentum": "mom",
-         "optimizer": "", "pct_start": "pct", "div_factor": "div", "final_div_factor": "fdiv",
-         "patience": "p", "lr_scaling": "lrs-", "bn_momentum": "bnm", "bn_settle": "bns", "init_seed": "s",
-         "pretrained": "pre", "init": "init"}
-
-
 def member_label(settings: dict) -> str:
-    """alpha 0.5, gamma 2 -> 'a0.5-g2'."""
+    """A sweep member's tag from its settings, by their short names (config.short_name):
+    alpha 0.5, gamma 2 -> 'a0.5-gamma2'; text after a dash: 'opt-sgd', 'pretr-on', 'init-model'."""
     parts = []
     for k, v in settings.items():
-        text = Path(str(v)).stem if k == "init" and v else ("on" if v is True else "off" if v is False else f"{v:g}" if isinstance(v, float) else str(v))
-        parts.append(f"{SHORT.get(k, k)}{text}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            parts.append(f"{C.short_name(k)}{v:g}")
+        else:
+            text = Path(str(v)).stem if k == "init" and v else {True: "on", False: "off"}.get(v, str(v))
+            parts.append(f"{C.short_name(k)}-{text}")
     return "-".join(parts)
 
 
