@@ -209,27 +209,32 @@ def test_margin_schedule():
 def test_seed_run16_schedule_reaches_its_end_at_the_named_epoch():
     # margin_weight_decay_end_epoch: 20 of a 25-epoch run: the end value at epoch 20, not 21
     r = KDRecipe(alpha=0.55, margin_weight=0.04, margin_weight_end=0.0, margin_decay_end_epoch=20)
-    weights = [r.at(e, 25).margin_weight for e in range(1, 26)]
+    weights = [r.at(e, 25)["margin_weight"] for e in range(1, 26)]
     assert weights[0] == pytest.approx(0.04) and weights[18] > 0
     assert weights[19] == 0.0 and weights[24] == 0.0
 
 
-def test_recipe_weights_and_terms():
+def test_recipe_weights_and_record():
     r = KDRecipe(alpha=0.8, alpha_end=0.2, temperature=2.0, confidence_gamma=1.0,
                  margin_weight=0.03, label_smoothing=0.1)
     w = r.at(1, 4)
-    assert (w.alpha, w.margin_weight, w.temperature, w.label_smoothing) == (0.8, 0.03, 2.0, 0.1)
-    assert r.at(4, 4).alpha == pytest.approx(0.2)
-    terms = w.terms(ce=0.5, kl=0.1, margin=2.0)
-    assert terms == pytest.approx({"term_ce": 0.1, "term_kl": 0.32, "term_margin": 0.06})
-    loss, t_ = r.loss(t(Z_S), t(Z_T), t(Y), w)
-    assert loss.item() == pytest.approx(sum(w.terms(t_["ce"].item(), t_["kl"].item(),
-                                                    t_["margin"].item()).values()), rel=1e-6)
+    assert (w["alpha"], w["margin_weight"], w["temperature"], w["label_smoothing"]) == (0.8, 0.03, 2.0, 0.1)
+    assert r.at(4, 4)["alpha"] == pytest.approx(0.2)
+    record = r.record(0.5, {"ce": 0.5, "kl": 0.1, "margin": 2.0}, w)
+    assert record == pytest.approx({"loss": 0.5, "loss_ce": 0.5, "loss_kl": 0.1, "loss_margin": 2.0,
+                                    "term_ce": 0.1, "term_kl": 0.32, "term_margin": 0.06,
+                                    "alpha": 0.8, "margin_weight": 0.03, "temperature": 2.0})
+    loss, means = r.loss(t(Z_S), t(Z_T), t(Y), w)
+    record = r.record(loss.item(), {k: v.item() for k, v in means.items()}, w)
+    assert loss.item() == pytest.approx(sum(v for k, v in record.items() if k.startswith("term_")),
+                                        rel=1e-6)
+    with pytest.raises(TypeError, match="no setting alpah"):
+        KDRecipe(alpah=0.5)
 
 
 def test_supervised_recipe_has_no_teacher_terms():
     r = KDRecipe(alpha=0.0, margin_weight=0.03, label_smoothing=0.01)
-    assert not r.uses_teacher and r.at(3, 5).margin_weight == 0.0
+    assert not r.uses_teacher and r.at(3, 5)["margin_weight"] == 0.0
     loss, terms = r.loss(t(Z_S), t(Z_T), t(Y), r.at(1, 5))
     assert terms["kl"].item() == 0 and terms["margin"].item() == 0
     assert loss.item() == pytest.approx(F.cross_entropy(t(Z_S), t(Y), label_smoothing=0.01).item())
@@ -242,3 +247,25 @@ def test_tensor_weights_give_the_float_loss():
         b, _ = run(alpha=torch.tensor(alpha), margin_weight=torch.tensor(mw), temperature=2.0,
                    confidence_gamma=2.0)
         assert b.item() == pytest.approx(a.item(), rel=1e-6)
+    r = KDRecipe(alpha=0.55, alpha_end=0.1, margin_weight=0.03)
+    assert r.scheduled == ["alpha", "margin_weight"]  # the temperature is constant: no tensor
+
+
+def test_a_new_term_is_one_entry(monkeypatch):
+    """A term registered through TERMS / WEIGHTS / SETTINGS enters the loss, its mean and its
+    weight, with nothing else changed."""
+    from vwwfast.train import losses
+    base, _ = run(alpha=0.5, temperature=2.0)
+    toy = losses.Term("toy", "toy", lambda z_s, z_t, y, w: z_s.pow(2).mean(),
+                      lambda w: w["toy_weight"], teacher=False)
+    monkeypatch.setattr(losses, "TERMS", losses.TERMS + (toy,))
+    monkeypatch.setattr(losses, "WEIGHTS", losses.WEIGHTS + (
+        losses.Weight("toy_weight", lambda s, epoch, epochs: s["toy_weight"], teacher=False),))
+    monkeypatch.setitem(losses.SETTINGS, "toy_weight", 0.0)
+    r = KDRecipe(alpha=0.5, temperature=2.0, toy_weight=0.25)
+    w = r.at(1, 3)
+    loss, means = r.loss(t(Z_S), t(Z_T), t(Y), w)
+    assert means["toy"].item() == pytest.approx(1.25)  # (1 + 0 + 0 + 4) / 4
+    assert loss.item() == pytest.approx(base.item() + 0.25 * 1.25, rel=1e-6)
+    assert r.record(0.0, {k: v.item() for k, v in means.items()}, w)["term_toy"] == \
+        pytest.approx(0.3125)

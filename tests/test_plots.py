@@ -14,12 +14,14 @@ from vwwfast.errors import UserError
 from vwwfast.records.report import write_report
 from vwwfast.records.runs import Run, SweepRecord
 from vwwfast.records.table import runs_command
+from vwwfast.train.losses import KDRecipe
 
 
 def _kd_run(root, now=T0, alpha=0.8, alpha_end=0.2, epochs=6, **kw):
     cfg = C.DistillConfig(shards="s", alpha=alpha, alpha_end=alpha_end, epochs=epochs,
                           margin_weight=0.05, margin_weight_end=0.0, margin_decay_end_epoch=4, **kw)
     run = Run.create(root, "student", cfg, now=now)
+    run.update_summary({"loss_terms": KDRecipe().labels()})  # as the trainer records them
     for e in range(1, epochs + 1):
         a = alpha + (alpha_end - alpha) * (e - 1) / (epochs - 1)
         m = 0.05 * max(0.0, 1 - (e - 1) / 3)
@@ -56,6 +58,14 @@ def test_curves_of_a_kd_run(tmp_path):
         assert any(list(l.get_xdata()) == [5, 5] for l in ax.get_lines())
     val_acc = next(l for l in ax_val.get_lines() if l.get_label() == "val acc")
     assert list(val_acc.get_xdata()) == [1, 2, 3, 4, 5, 6]  # epochs from 1
+
+
+def test_terms_are_read_from_the_records(tmp_path):
+    """A run recorded before the terms' names were kept draws its terms by their names."""
+    run = finished_run(tmp_path, C.DistillConfig(shards="s", alpha=0.5), T0, 0.8, epochs=3)
+    assert plots.loss_terms(run.epochs()) == ["ce", "kl", "margin"] and plots.uses_kd(run.epochs())
+    fig = plots.curves_figure(run)
+    assert _legend_texts(fig.axes[0]) == ["loss (their sum)", "ce", "kl", "margin"]
 
 
 def test_legends_sit_clear_of_the_data(tmp_path):

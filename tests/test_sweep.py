@@ -66,6 +66,7 @@ def test_early_stop_is_per_student(synth_shards, small_store, tmp_path, monkeypa
 @pytest.mark.slow
 def test_sweep_resumes_after_ctrl_c(synth_shards, small_store, tmp_path, monkeypatch):
     import vwwfast.train.loop as T
+    from test_train import count_steps
     settings = _base(synth_shards, tmp_path, cache=small_store, epochs=3, alpha=[0.3, 0.6])
     full = distill(C.resolve_sweep(C.DistillConfig, {**settings, "runs_dir": str(tmp_path / "full")}))
     real, calls = T.evaluate_many, {"n": 0}
@@ -81,8 +82,11 @@ def test_sweep_resumes_after_ctrl_c(synth_shards, small_store, tmp_path, monkeyp
     monkeypatch.setattr(T, "evaluate_many", real)
     sweep_dir = next(p for p in (tmp_path / "runs").iterdir() if (p / "sweep.json").is_file())
     assert json.loads((sweep_dir / "sweep.json").read_text())["status"] == "interrupted"
+    steps = count_steps(monkeypatch)
     again = distill(C.resolve(C.DistillConfig, {"resume": str(sweep_dir)}))
     assert [_records(s) for s in again] == [_records(s) for s in full]
+    # 3 steps an epoch: each student trained epochs 2 and 3 only (resumed, not restarted)
+    assert len(steps) == 2 * 2 * 3 and [s["optimizer_steps"] for s in again] == [9, 9]
 
 
 def test_supervised_and_online_students_share_a_pass(synth_shards, small_teacher, tmp_path):

@@ -115,6 +115,68 @@ def test_schedules_in_the_records(synth_shards, small_store, tmp_path):
     assert any("replays view" in r for r in summary["remarks"])
 
 
+def count_steps(monkeypatch) -> list:
+    """Every optimizer step from now on, one entry each."""
+    from vwwfast.train.student import Student
+    seen, real = [], Student.step
+    monkeypatch.setattr(Student, "step", lambda self, *a: seen.append(1) or real(self, *a))
+    return seen
+
+
+def test_a_new_loss_term_reaches_every_record(synth_shards, tmp_path, monkeypatch):
+    """Adding a loss term = entries in losses.py (TERMS, WEIGHTS, SETTINGS) and a config.py
+    field; here a toy term registered by the test. The trainer sums, records and prints it;
+    curves.png draws it and its weight, TensorBoard groups them, the runs table shows its knob."""
+    import dataclasses
+    import io
+
+    from rich.console import Console
+    from test_runs import stub_curves
+
+    from vwwfast.records import plots, tensorboard
+    from vwwfast.records.runs import Run
+    from vwwfast.records.table import print_runs
+    from vwwfast.train import losses
+    from vwwfast.train.loop import epoch_line
+
+    @dataclasses.dataclass
+    class ToyConfig(C.DistillConfig):
+        toy_weight: float = C.opt(0.0, "weight of the toy term", lo=0, sweep=True, short="toy", kd=True)
+    monkeypatch.setattr(C, "DistillConfig", ToyConfig)  # as if declared in config.py
+    monkeypatch.setattr(losses, "TERMS", losses.TERMS + (losses.Term(
+        "toy", "toy weight $\\times$ toy", lambda z_s, z_t, y, w: z_s.pow(2).mean(),
+        lambda w: w["toy_weight"], teacher=False),))
+    monkeypatch.setattr(losses, "WEIGHTS", losses.WEIGHTS + (
+        losses.Weight("toy_weight", lambda s, epoch, epochs: s["toy_weight"], teacher=False),))
+    monkeypatch.setitem(losses.SETTINGS, "toy_weight", 0.0)
+    stub_curves(monkeypatch)  # the figure is drawn below, once
+
+    sweep = C.resolve_sweep(ToyConfig, dict(
+        shards=str(synth_shards), alpha=0.0, epochs=1, input_size=32, batch_size=32,
+        renderer="decoded", decoded_size=48, bn_settle=0, runs_dir=str(tmp_path / "runs"),
+        toy_weight=[0.0, 0.5], lr=[3e-3, 2e-3], sweep_mode="zip"))
+    off, on = distill(sweep)
+    record = _lines(on)[0]  # metrics.jsonl
+    assert record["toy_weight"] == 0.5 and record["loss_toy"] > 0
+    assert record["term_toy"] == pytest.approx(0.5 * record["loss_toy"])
+    assert sum(v for k, v in record.items() if k.startswith("term_")) == pytest.approx(record["loss"], rel=1e-4)
+    assert _lines(off)[0]["term_toy"] == 0
+    assert "toy 0." in epoch_line(1, 1, record, losses.KDRecipe(toy_weight=0.5), None)
+
+    fig = plots.curves_figure(Run(on["run_dir"]))
+    texts = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert "toy weight $\\times$ toy" in texts and "toy weight (right axis)" in texts
+    drawn = {line.get_label() for ax in fig.axes for line in ax.get_lines()}
+    assert {"toy weight $\\times$ toy", "toy weight (right axis)"} <= drawn
+    assert tensorboard.group("term_toy", C.kd_settings()) == "loss_terms"
+    assert tensorboard.group("toy_weight", C.kd_settings()) == "schedule"
+
+    console = Console(width=100, record=True, file=io.StringIO())
+    print_runs(tmp_path / "runs", console=console)
+    header = next(line for line in console.export_text().splitlines() if line.startswith("run "))
+    assert header.split().index("toy") < header.split().index("lr")  # a KD knob, shown first
+
+
 def _interrupt_in_epoch(monkeypatch, epoch):
     import vwwfast.train.loop as T
     real = T.evaluate_many
@@ -140,7 +202,12 @@ def test_resume_equals_uninterrupted(synth_shards, tmp_path, monkeypatch):
     summary = json.loads((cut / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "--resume" in summary["resume_command"]
     wall_before = summary["wall_time_s"]
+    # 96 samples, batch 32: 3 optimizer steps an epoch; the checkpoint of epoch 2 counts 6
+    assert torch.load(cut / "last.pt", weights_only=True)["optimizer_steps"] == 6
+    assert summary["epochs_done"] == 2 and summary["optimizer_steps"] == 6
+    steps = count_steps(monkeypatch)
     again = train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
+    assert len(steps) == 3 and again["optimizer_steps"] == 9  # epoch 3 alone: resumed, not restarted
     a, b = _lines(full), _lines(again)
     assert [l["epoch"] for l in b] == [1, 2, 3]
     assert b[-1]["confusion"] == a[-1]["confusion"]
@@ -166,12 +233,14 @@ def test_resume_refuses_flags_and_changed_inputs(synth_shards, tmp_path, monkeyp
     (cut / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(UserError, match="the shards changed"):
         train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
+    assert json.loads((cut / "summary.json").read_text())["status"] == "interrupted"  # as it was
     (cut / "last.pt").write_bytes(b"not a checkpoint")
     summary["fingerprints"]["shards_content_hash"] = json.loads(
         (synth_shards / "manifest.json").read_text())["content_hash"]
     (cut / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(UserError, match="not a checkpoint"):
         train_teacher(C.resolve(C.TrainConfig, {"resume": str(cut)}))
+    assert json.loads((cut / "summary.json").read_text())["status"] == "interrupted"
 
 
 def test_a_failing_run_is_recorded_as_failed(synth_shards, tmp_path, monkeypatch):
@@ -183,6 +252,35 @@ def test_a_failing_run_is_recorded_as_failed(synth_shards, tmp_path, monkeypatch
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "failed" and "disk on fire" in summary["error"]
     assert "failed" in (run / "card.md").read_text()
+
+
+def test_a_run_that_fails_before_its_first_epoch_is_not_left_running(synth_shards, tmp_path, capsys,
+                                                                    monkeypatch):
+    """A bad --init is found when the student is built, after its run folder was made: the run
+    ends failed with the one-line reason (a lone run and every member of a sweep alike)."""
+    from test_runs import stub_curves
+    stub_curves(monkeypatch)  # curves of no epoch: test_plots draws those
+    runs = tmp_path / "runs"
+    flags = ["distill", "--shards", str(synth_shards), "--alpha", "0", "--epochs", "1",
+             "--input-size", "32", "--batch-size", "32", "--renderer", "reference", "--device", "cpu",
+             "--runs-dir", str(runs), "--init", str(tmp_path / "missing.pt")]
+    assert main(flags) == 2
+    assert main(flags + ["--lr", "3e-3,1e-3"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 2 and all("missing.pt" in line for line in errors)  # one line each
+    folders = sorted(p for p in runs.iterdir() if (p / "config.yaml").is_file())
+    assert len(folders) == 3  # the lone run and the sweep's two
+    for run in folders:
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "failed" and "missing.pt" in summary["error"], run.name
+        assert "failed" in (run / "card.md").read_text()
+    sweep = next(p for p in runs.iterdir() if (p / "sweep.json").is_file())
+    record = json.loads((sweep / "sweep.json").read_text())
+    assert record["status"] == "failed" and len(record["members"]) == 2
+    # a missing cache is found before any folder is made
+    assert main(flags[:-2] + ["--alpha", "0.5", "--cache", str(tmp_path / "none.zarr"),
+                              "--runs-dir", str(tmp_path / "other")]) == 2
+    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 
 def test_nan_loss_fails_the_run(synth_shards, tmp_path):

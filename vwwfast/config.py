@@ -29,7 +29,8 @@ def opt(default, help: str, **extra):
 
     extra: lo / hi (inclusive bounds), gt / lt (exclusive bounds), choices, path=True
     (backslashes accepted as separators), sweep=True (distill may take a list),
-    short="a" (its name in sweep members' tags, table headers and plot labels),
+    short="a" (its name in sweep members' tags, table headers and plot labels), kd=True (a
+    setting of the KD recipe, train/losses.py: the runs table shows these first),
     positional=True, nargs / metavar / action for the flag."""
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **extra})
@@ -153,20 +154,24 @@ class TrainConfig(RenderSettings):
 class DistillConfig(TrainConfig):
     arch: str = opt("mobilenet_v3_small", "torchvision classifier name")
     input_size: int = opt(96, "model input size in pixels (square)", lo=8)
-    label_smoothing: float = opt(0.01, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True)
     alpha: float = opt(0.55, "weight of the teacher term (at the first epoch with --alpha-end); "
-                             "0 = supervised (no teacher logits)", lo=0, hi=1, sweep=True, short="a")
+                             "0 = supervised (no teacher logits)", lo=0, hi=1, sweep=True, short="a",
+                       kd=True)
     alpha_end: Optional[float] = opt(None, "alpha at the last epoch (linear schedule); unset = constant",
-                                     lo=0, hi=1, sweep=True, short="a_end")
-    temperature: float = opt(2.0, "KD temperature T", gt=0, sweep=True, short="T")
+                                     lo=0, hi=1, sweep=True, short="a_end", kd=True)
+    temperature: float = opt(2.0, "KD temperature T", gt=0, sweep=True, short="T", kd=True)
     confidence_gamma: float = opt(2.0, "weight samples by teacher confidence ** gamma; 0 = off",
-                                  lo=0, sweep=True, short="gamma")
+                                  lo=0, sweep=True, short="gamma", kd=True)
     margin_weight: float = opt(0.03, "weight of the centred-logit margin term (at the first epoch with "
-                                     "a schedule); 0 = off", lo=0, sweep=True, short="m")
+                                     "a schedule); 0 = off", lo=0, sweep=True, short="m", kd=True)
     margin_weight_end: Optional[float] = opt(None, "margin weight reached at --margin-decay-end-epoch; "
-                                                   "unset = constant", lo=0, sweep=True, short="m_end")
+                                                   "unset = constant", lo=0, sweep=True, short="m_end",
+                                             kd=True)
     margin_decay_end_epoch: Optional[int] = opt(None, "epoch (from 1) at which the margin weight reaches "
-                                                      "its end value", lo=0, sweep=True, short="m_ep")
+                                                      "its end value", lo=0, sweep=True, short="m_ep",
+                                                  kd=True)
+    label_smoothing: float = opt(0.01, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True,
+                                 kd=True)
     teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)",
                             choices=("cached", "online"), short="mode")
     cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`", path=True)
@@ -293,6 +298,21 @@ class BenchKDConfig(RenderSettings):
     compile: str = opt("off", "also time the compiled step: 'auto' (with CUDA), 'on' or 'off'",
                        choices=("auto", "on", "off"))
     json: Optional[str] = opt(None, "also write the figures to this JSON file", path=True)
+
+
+def kd_settings(cls=None) -> list[str]:
+    """The settings of the KD recipe (field metadata kd=True) in the order the config classes
+    declare them, a redeclared field at its last declaration: what the runs table shows first
+    and TensorBoard groups under `schedule`. cls: DistillConfig unless given."""
+    cls = cls or DistillConfig
+    order: list[str] = []
+    for klass in reversed(cls.__mro__):
+        for name in vars(klass).get("__annotations__", {}):
+            if name in order:
+                order.remove(name)
+            order.append(name)
+    fields_ = _fields(cls)
+    return [n for n in order if n in fields_ and fields_[n].metadata.get("kd")]
 
 
 def short_name(name: str) -> str:

@@ -84,7 +84,7 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     from vwwfast.models import build_model, model_from_checkpoint
     from vwwfast.progress import info, print_table
     from vwwfast.teach.cache import TeacherCache
-    from vwwfast.train.losses import kd_loss
+    from vwwfast.train.losses import KDRecipe
 
     C.require(cfg, "shards", "teacher", "cache")
     if cfg.batches < 1 or cfg.batch_size < 1:
@@ -108,12 +108,13 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
 
     student = build_model("mobilenet_v3_small").to(device, memory_format=fmt)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    recipe = KDRecipe.from_config(C.DistillConfig())  # distill's default loss
+    weights = recipe.at(1, 1)
 
     def step(x, y, z_t):
         with autocast(device):
             z_s = student(x.contiguous(memory_format=fmt))
-        loss, _ = kd_loss(z_s, z_t, y, alpha=0.55, temperature=2.0, confidence_gamma=2.0,
-                          margin_weight=0.03, label_smoothing=0.01)
+        loss, _ = recipe.loss(z_s, z_t, y, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -225,7 +226,7 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
 
 
 def _students(cfg, k: int, device, compile_: str = "off"):
-    """k students of the trainer itself (vwwfast.student.Student: its step, its random-state
+    """k students of the trainer itself (train.student.Student: its step, its random-state
     handling), with the default KD recipe, ready for epoch 1."""
     from vwwfast.train.student import Student
     students = []

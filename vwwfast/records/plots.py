@@ -11,12 +11,10 @@ import io
 from pathlib import Path
 from typing import Optional
 
+from vwwfast import config as C
 from vwwfast.files import write_atomic
 from vwwfast.records.runs import Run
 
-# The loss as it is summed: loss = term_ce + term_kl + term_margin
-TERMS = (("term_ce", r"$(1-\alpha)\,$CE"), ("term_kl", r"$\alpha T^2\,$KL"),
-         ("term_margin", r"margin weight $\times$ margin"))
 VALIDATION = (("val_acc", "val acc", "-"), ("recall_0", "recall no-person", "--"),
               ("recall_1", "recall person", ":"))
 
@@ -39,10 +37,28 @@ def _nonzero(records: list[dict], key: str) -> bool:
     return any(v for v in _series(records, key)[1])
 
 
+def loss_terms(records: list[dict]) -> list[str]:
+    """The names of the loss terms a run recorded (loss_<name>: a term's mean, term_<name>: as
+    it enters the loss; the loss is their sum), in the order it recorded them."""
+    names: list[str] = []
+    for r in records:
+        for key in r:
+            name = key.split("_", 1)[1] if key.startswith(("loss_", "term_")) else None
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
 def uses_kd(records: list[dict]) -> bool:
-    """Whether any epoch had a teacher term: a teacher run or a supervised student has none."""
-    return any(_nonzero(records, k) for k in ("alpha", "margin_weight", "term_kl", "term_margin",
-                                               "loss_kl", "loss_margin"))
+    """Whether more than one loss term was in play: a teacher run or a supervised student has
+    the cross-entropy alone; then a figure shows neither the terms nor the KD weights."""
+    return sum(_nonzero(records, f"loss_{n}") or _nonzero(records, f"term_{n}")
+               for n in loss_terms(records)) > 1
+
+
+def _weights(records: list[dict]) -> list[str]:
+    """The recorded KD weights besides alpha that are not 0 (the temperature is in the title)."""
+    return [k for k in C.kd_settings() if k not in ("alpha", "temperature") and _nonzero(records, k)]
 
 
 def _legend_below(ax, ncol: Optional[int] = None, handles=None, labels=None) -> None:
@@ -90,13 +106,16 @@ def curves_figure(run: Run):
         for ax in axes.ravel():
             ax.text(0.5, 0.5, "no epoch recorded", ha="center", va="center", transform=ax.transAxes)
 
-    # loss terms as they enter the loss
-    terms = [(k, label) for k, label in TERMS if _nonzero(records, k)]
-    if kd and terms:
+    # loss terms as they enter the loss, named as the run recorded them (else by name)
+    labels = summary.get("loss_terms") if isinstance(summary.get("loss_terms"), dict) else {}
+    names = loss_terms(records)
+    shown = [n for n in names if _nonzero(records, f"term_{n}")]
+    if kd and shown:
         ax_loss.plot(*_series(records, "loss"), color="black", lw=2, label="loss (their sum)")
-        for (key, label), color in zip(TERMS, ("C0", "C1", "C2")):
-            if (key, label) in terms:
-                ax_loss.plot(*_series(records, key), color=color, marker=".", label=label)
+        for i, name in enumerate(names):
+            if name in shown:
+                ax_loss.plot(*_series(records, f"term_{name}"), color=f"C{i}", marker=".",
+                             label=labels.get(name, name))
         temps = sorted(set(_series(records, "temperature")[1]))
         title = "training loss, terms as they enter it" + (f" (T = {temps[0]:g})" if len(temps) == 1 else "")
     else:
@@ -119,19 +138,21 @@ def curves_figure(run: Run):
         ax_kd.plot(*_series(records, "alpha"), color="C3", marker=".", label="alpha (teacher weight)")
         ax_kd.set_ylim(-0.03, 1.03)
         ax_kd.set_ylabel("alpha", fontsize=8)
-        handles, labels = ax_kd.get_legend_handles_labels()
-        if _nonzero(records, "margin_weight"):
+        handles, texts = ax_kd.get_legend_handles_labels()
+        others = _weights(records)
+        if others:  # every other weight on one right axis
             ax_m = ax_kd.twinx()
-            ax_m.plot(*_series(records, "margin_weight"), color="C4", ls="--", marker=".",
-                      label="margin weight (right axis)")
-            top = max(_series(records, "margin_weight")[1])
+            for i, key in enumerate(others):
+                ax_m.plot(*_series(records, key), color=f"C{4 + i}", ls="--", marker=".",
+                          label=f"{key.replace('_', ' ')} (right axis)")
+            top = max(max(_series(records, key)[1]) for key in others)
             ax_m.set_ylim(-0.03 * top, 1.4 * top)  # not level with alpha = 1
-            ax_m.set_ylabel("margin weight", fontsize=8)
+            ax_m.set_ylabel(" / ".join(k.replace("_", " ") for k in others), fontsize=8)
             ax_m.tick_params(labelsize=8)
             h2, l2 = ax_m.get_legend_handles_labels()
-            handles, labels = handles + h2, labels + l2
+            handles, texts = handles + h2, texts + l2
         ax_kd.set_title("KD weights per epoch", fontsize=10)
-        _legend_below(ax_kd, handles=handles, labels=labels)
+        _legend_below(ax_kd, handles=handles, labels=texts)
     ax_lr.plot(*_series(records, "lr"), color="C5", marker=".", label="learning rate (end of epoch)")
     ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax_lr.yaxis.get_offset_text().set_fontsize(8)

@@ -36,9 +36,6 @@ from vwwfast.records.runs import (
 
 # Settings of how a run is executed, not of what it learns: --wide shows them, the table not.
 EXECUTION = {"device", "compile", "renderer", "decoded_size", "decoded_budget_gb", "sweep_mode"}
-# Shown first, in this order: the knobs people sweep.
-FIRST = ("alpha", "alpha_end", "temperature", "confidence_gamma", "margin_weight",
-         "margin_weight_end", "margin_decay_end_epoch", "label_smoothing", "lr")
 PATHS = {"shards", "cache", "teacher", "init", "resume"}
 SORTS = ("time", "val_acc")
 
@@ -100,7 +97,8 @@ def differing(configs: list[dict], wide: bool = False) -> list[str]:
         keys += [k for k in c if k not in keys and k not in skip]
     keys = [k for k in keys
             if len({json.dumps(c[k], sort_keys=True, default=str) for c in configs if k in c}) > 1]
-    return sorted(keys, key=lambda k: FIRST.index(k) if k in FIRST else len(FIRST))
+    first = C.kd_settings() + ["lr"]  # the knobs people sweep, in the order config.py has them
+    return sorted(keys, key=lambda k: first.index(k) if k in first else len(first))
 
 
 def setting_text(key: str, value, short: bool = True) -> str:

@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
-GROUPS = {"loss": "loss", "loss_ce": "loss", "loss_kl": "loss", "loss_margin": "loss",
-          "term_ce": "loss_terms", "term_kl": "loss_terms", "term_margin": "loss_terms",
-          "val_acc": "val", "recall_0": "val", "recall_1": "val",
-          "alpha": "schedule", "margin_weight": "schedule", "temperature": "schedule",
-          "lr": "schedule", "img_per_s": "speed", "time_s": "speed"}
+from vwwfast import config as C
+
+GROUPS = {"loss": "loss", "val_acc": "val", "recall_0": "val", "recall_1": "val", "lr": "schedule",
+          "img_per_s": "speed", "time_s": "speed"}
+
+
+def group(key: str, kd: list[str]) -> str:
+    """A record key's TensorBoard group: each loss term's mean (loss_<name>) with the loss,
+    the terms as they enter it (term_<name>) together, the KD weights (kd) with the lr."""
+    if key.startswith("loss_"):
+        return "loss"
+    if key.startswith("term_"):
+        return "loss_terms"
+    return "schedule" if key in kd else GROUPS.get(key, "other")
 
 
 def writer(path, first_epoch: int = 1):
@@ -32,9 +41,10 @@ def log_epoch(writer, record: dict) -> None:
     epoch = record.get("epoch")
     if not isinstance(epoch, int):
         return
+    kd = C.kd_settings()
     for key, value in record.items():
         if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            writer.add_scalar(f"{GROUPS.get(key, 'other')}/{key}", value, epoch)
+            writer.add_scalar(f"{group(key, kd)}/{key}", value, epoch)
     cm = record.get("confusion")
     if isinstance(cm, list) and len(cm) == 2:
         for name, value in zip(("TN", "FP", "FN", "TP"), [v for row in cm for v in row]):

@@ -11,7 +11,7 @@ from vwwfast import distributed as D
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
 from vwwfast.progress import info, result
-from vwwfast.records.runs import Run, SweepRecord, resolve_run
+from vwwfast.records.runs import SweepRecord, resolve_run
 from vwwfast.records.table import print_sweep
 from vwwfast.teach import teacher as TS
 from vwwfast.train.loop import fit
@@ -19,10 +19,11 @@ from vwwfast.train.losses import KDRecipe
 
 
 class SweepInfo:
-    """A sweep's id and each member's short label (its swept settings)."""
+    """A sweep's record (rank 0), and each member's swept settings and short label."""
 
-    def __init__(self, record, labels: list[str]):
-        self.record, self.labels = record, labels
+    def __init__(self, record, settings: list[dict]):
+        self.record, self.settings = record, settings
+        self.labels = [member_label(x) for x in settings]
         self.id = record.id if record is not None else None
 
 
@@ -80,41 +81,23 @@ def _lone(summaries: list[dict]) -> dict:
 
 
 def _sweep(sweep: C.Sweep) -> list[dict]:
-
     base = sweep.configs[0]
     C.require(base, "shards")
     cfgs = _resolve_all(sweep.configs)
-    settings = [{k: getattr(c, k) for k in sweep.swept} for c in sweep.configs]
-    labels = [member_label(x) for x in settings]
-    cfgs = [dataclasses.replace(c, tag="_".join(t for t in (c.tag, label) if t))
-            for c, label in zip(cfgs, labels)]
+    # the record lists its members as the loop makes their runs
     record = SweepRecord.create(base.runs_dir, base.tag, sweep.mode, sweep.swept) if D.is_main() else None
+    members = SweepInfo(record, [{k: getattr(c, k) for k in sweep.swept} for c in sweep.configs])
+    cfgs = [dataclasses.replace(c, tag="_".join(t for t in (c.tag, label) if t))
+            for c, label in zip(cfgs, members.labels)]
     info(f"sweep of {len(cfgs)} students sharing every batch" + (f": {record.path}" if record else ""))
-    runs = []
-    for c in cfgs:  # records first, so the sweep lists its members from the start
-        run = Run.create(c.runs_dir, "student", c) if D.is_main() else None
-        if record is not None:
-            record.add_member(run.id, settings[len(runs)])
-        runs.append(run)
-    status = "failed"
-    try:
-        summaries = fit(cfgs, "student", runs=[r for r in runs] if D.is_main() else None,
-                        sweep=SweepInfo(record, labels), fresh=True)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        if record is not None:
-            record.finish(status)
-    _report_sweep(summaries, SweepInfo(record, labels))
+    summaries = fit(cfgs, "student", sweep=members)
+    _report_sweep(summaries, members)
     return summaries
 
 
 def _report_sweep(summaries: list[dict], sweep: SweepInfo) -> None:
     """The members side by side (stdout); a sweep where every student failed exits non-zero."""
     if sweep.record is not None:
-
         print_sweep(str(sweep.record.path), sweep.record.path.parent)
     failed = [s for s in summaries if s.get("status") == "failed"]
     if failed and len(failed) == len(summaries):
@@ -123,7 +106,6 @@ def _report_sweep(summaries: list[dict], sweep: SweepInfo) -> None:
 
 def _resume(cfg, cls, kind: str) -> list[dict]:
     """Continue a run (or a whole sweep) with the settings it started with."""
-
     ref = cfg.resume
     sweep_dir = Path(ref) if (Path(ref) / "sweep.json").is_file() else None
     if sweep_dir is None and not Path(ref).is_dir():
@@ -134,8 +116,7 @@ def _resume(cfg, cls, kind: str) -> list[dict]:
     if sweep_dir is not None:
         record = SweepRecord.open(str(sweep_dir), cfg.runs_dir)
         runs = [resolve_run(m["run"], record.path.parent) for m in record.members]
-        labels = [member_label(m["settings"]) for m in record.members]
-        sweep = SweepInfo(record, labels)
+        sweep = SweepInfo(record, [m["settings"] for m in record.members])
     else:
         runs, sweep = [resolve_run(ref, cfg.runs_dir)], None
         status = runs[0].summary.get("status")
@@ -151,16 +132,7 @@ def _resume(cfg, cls, kind: str) -> list[dict]:
     if sweep is not None and all(r.summary.get("status") in ("finished", "failed") for r in runs):
         raise UserError(f"every member of sweep {sweep.id} already ended; nothing to resume")
     info(f"resuming {len(runs)} run{'s' if len(runs) > 1 else ''}" + (f" of sweep {sweep.id}" if sweep else ""))
-    status = "failed"
-    try:
-        summaries = fit(cfgs, kind, runs=runs, sweep=sweep)
-        status = "finished"
-    except KeyboardInterrupt:
-        status = "interrupted"
-        raise
-    finally:
-        if sweep is not None and sweep.record is not None:
-            sweep.record.finish(status)
+    summaries = fit(cfgs, kind, sweep=sweep, resume=runs)
     if sweep is not None:
         _report_sweep(summaries, sweep)
     return summaries

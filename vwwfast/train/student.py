@@ -1,5 +1,5 @@
 """One student of a training pass: its model, optimizer, schedule, random state, record,
-best result and early-stop state. The loop (train.py) renders each batch once and calls
+best result and early-stop state. The loop (loop.py) renders each batch once and calls
 `step` on every student; a lone run is a pass with one student.
 
 Every student keeps its own random state (dropout), swapped in around its step, so a
@@ -64,6 +64,20 @@ def _set_rng_state(state, device):
         torch.cuda.set_rng_state(state[1], device)
 
 
+def load_last(run) -> dict:
+    """The last.pt of `run`: what a resume continues from."""
+    path = run.path / "last.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state["epoch"], state["state_dict"]  # noqa: B018 (a checkpoint has both)
+    except FileNotFoundError:
+        raise UserError(f"{run.path} has no last.pt to resume from (no epoch finished)") from None
+    except Exception as e:
+        raise UserError(f"{path} is not a checkpoint ({type(e).__name__}); the run cannot be "
+                        f"resumed, start a new one") from None
+    return state
+
+
 class Student:
     def __init__(self, cfg, kind: str, device: torch.device, steps_per_epoch: int, run=None,
                  label: str = ""):
@@ -81,13 +95,24 @@ class Student:
         self.step_model = D.wrap(self.model)
         self.compiled = compile_wanted(cfg.compile, device)
         self.forward_loss = self._forward_loss
+        # The weights of the first epoch: a compiled step reads their constant part from this
+        # one object for the whole run (so its guards hold) and the scheduled ones as tensors.
         self.constant_weights = self.recipe.at(1, cfg.epochs)
         if self.compiled:
             # CUDA graphs on the GPU: a MobileNetV3-Small step at 96 px is bound by kernel
             # launches. "reduce-overhead" rather than "max-autotune": minutes less compilation.
             mode = "reduce-overhead" if device.type == "cuda" else None
             self.forward_loss = torch.compile(self._forward_loss, mode=mode, dynamic=False)
+        # The epoch being trained (begin_epoch)
+        self.weights: dict = self.constant_weights    # every setting, weights in force
+        self.scheduled: dict[str, torch.Tensor] = {}   # compiled: the scheduled weights as tensors
+        self.rng = None                                # the random state between steps
+        self.sums = torch.zeros(1 + len(self.recipe.terms), device=device)  # loss, each term's mean
+        self.steps = 0                                 # optimizer steps this epoch
+        # The run
+        self.optimizer_steps = 0           # since the run began (kept in last.pt)
         self.start_epoch = 1               # the first epoch this process trains
+        self.wall_before = 0.0             # wall time of the run before this process (a resume)
         self.best = {"val_acc": -1.0, "epoch": 0}
         self.status = "running"            # -> finished | failed (interrupted is the loop's)
         self.error: str | None = None
@@ -107,34 +132,32 @@ class Student:
         torch.manual_seed(self.init_seed * 1000 + epoch)
         self.rng = _rng_state(self.device)
         if self.compiled:  # scheduled weights enter as tensors: a new value is not a recompile
-            self.alpha_t = torch.tensor(self.weights.alpha, device=self.device)
-            self.margin_t = torch.tensor(self.weights.margin_weight, device=self.device)
-        self.sums = torch.zeros(4, device=self.device)  # summed on the device: no sync per step
+            self.scheduled = {k: torch.tensor(self.weights[k], device=self.device)
+                              for k in self.recipe.scheduled}
+        self.sums = torch.zeros(1 + len(self.recipe.terms), device=self.device)  # no sync per step
         self.steps = 0
         self.step_model.train()
 
-    def _forward_loss(self, x, y, z_t, alpha, margin_weight):
+    def _forward_loss(self, x, y, z_t, scheduled):
         with autocast(self.device):
             z_s = self.step_model(x)
-        # Compiled: the constant part of the weights (one object for the whole run, so its
-        # guards hold) and the scheduled part as tensors. Eager: this epoch's weights.
-        w = self.weights if alpha is None else self.constant_weights
-        return self.recipe.loss(z_s, z_t, y, w, alpha, margin_weight)
+        # Compiled: the run's constant weights with this epoch's scheduled ones as tensors.
+        # Eager: this epoch's weights.
+        w = self.weights if scheduled is None else {**self.constant_weights, **scheduled}
+        return self.recipe.loss(z_s, z_t, y, w)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, z_t: torch.Tensor | None) -> None:
         _set_rng_state(self.rng, self.device)
         first = self.compiled and self.steps == 0 and self.compile_s == 0.0
         t0 = time.perf_counter() if first else 0.0
-        if self.compiled:
-            loss, terms = self.forward_loss(x, y, z_t, self.alpha_t, self.margin_t)
-        else:
-            loss, terms = self.forward_loss(x, y, z_t, None, None)
+        loss, means = self.forward_loss(x, y, z_t, self.scheduled if self.compiled else None)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
-        self.sums += torch.stack([loss.detach(), terms["ce"], terms["kl"], terms["margin"]])
+        self.sums += torch.stack([loss.detach(), *means.values()])
         self.steps += 1
+        self.optimizer_steps += 1
         self.rng = _rng_state(self.device)
         if first:  # the first compiled step is mostly compilation: reported apart
             if self.device.type == "cuda":
@@ -142,14 +165,13 @@ class Student:
             self.compile_s = time.perf_counter() - t0
 
     def epoch_losses(self) -> dict:
-        """Mean loss terms of the epoch over every rank's steps (one sync per epoch)."""
+        """The epoch's loss record (KDRecipe.record): mean loss and terms over every rank's
+        steps (one sync per epoch), and the weights in force."""
         total = D.all_reduce_sum(torch.cat([self.sums, torch.tensor(
             [float(self.steps)], device=self.device)]))
-        values = (total[:4] / max(total[4].item(), 1)).tolist()
-        raw = dict(zip(("loss", "loss_ce", "loss_kl", "loss_margin"), values))
-        w = self.weights
-        return {**raw, **w.terms(raw["loss_ce"], raw["loss_kl"], raw["loss_margin"]),
-                "alpha": w.alpha, "margin_weight": w.margin_weight, "temperature": w.temperature}
+        means = (total[:-1] / max(total[-1].item(), 1)).tolist()
+        names = [t.name for t in self.recipe.terms]
+        return self.recipe.record(means[0], dict(zip(names, means[1:])), self.weights)
 
     def end_epoch(self, epoch: int, record: dict, metrics: dict) -> bool:
         """Keep the epoch's record, checkpoints and best; True when this epoch improved.
@@ -183,15 +205,20 @@ class Student:
             save_checkpoint(self.run.path / "model.pt", self.model, **args)
         save_checkpoint(self.run.path / "last.pt", self.model, **args, extra={
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "best": self.best, "stopped_early": self.stopped_early})
+            "best": self.best, "stopped_early": self.stopped_early,
+            "optimizer_steps": self.optimizer_steps})
 
-    def load_last(self, state: dict) -> None:
-        """Continue after the epoch that `state` (a last.pt) saved."""
+    def resume(self, state: dict, wall_before: float) -> None:
+        """Continue after the epoch that `state` (a last.pt, `load_last`) saved; wall_before:
+        the run's wall time so far."""
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.best = state["best"]
         self.start_epoch = state["epoch"] + 1
+        # a last.pt written before the counter was kept: the scheduler counts the same steps
+        self.optimizer_steps = int(state.get("optimizer_steps", self.scheduler.last_epoch))
+        self.wall_before = wall_before
 
     def summary(self) -> dict:
         best = self.best if self.best["epoch"] else {}
