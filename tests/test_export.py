@@ -90,6 +90,26 @@ def test_export_json_records_each_file_and_agrees_with_eval(student, exported):
 
 
 @pytest.mark.slow
+def test_card_export_section_from_a_real_export(student, exported):
+    """`vwwfast export` rewrites the run's card: one row per file, each figure the file's own
+    (its size on disk, its measured accuracy and recalls, its distance to the float model)."""
+    card = (student / "card.md").read_text()
+    assert card.count("## Export") == 1
+    section = card[card.index("## Export"):card.index("Details: `export/export.json`.")]
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines()
+             if line.startswith("| model")]
+    rows = {cells[0]: cells[1:] for cells in table}
+    assert list(rows) == ["model.pt (float)", "model.onnx", "model-int8.onnx"]
+    base = exported["float"]["acc"]
+    for name, path, f in [("model.pt (float)", student / "model.pt", exported["float"]),
+                          *((n, student / "export" / n, f) for n, f in exported["files"].items())]:
+        vs = "-" if name.startswith("model.pt") else f"{100 * (f['acc'] - base):+.2f} points"
+        assert rows[name] == [f["precision"], f"{path.stat().st_size / 1024:,.0f} KB", f"{f['acc']:.4f}",
+                              vs, f"{f['recall_0']:.4f}", f"{f['recall_1']:.4f}"], name
+    assert rows["model.onnx"][3] == "+0.00 points" and rows["model-int8.onnx"][0] == "int8"
+
+
+@pytest.mark.slow
 def test_onnx_metadata_and_fixed_size(student, exported):
     import onnx
     proto = onnx.load(str(student / "export" / "model-int8.onnx"))
