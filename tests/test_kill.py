@@ -125,7 +125,7 @@ def test_cache_teacher_killed_mid_view_resumes_to_the_same_store(fine_shards, sm
     from vwwfast import config as C
     from vwwfast.teach.build import cache_teacher
     from vwwfast.teach.cache import TeacherCache
-    settings = {**SMALL_STORE, "views": 3, "batch_size": 8}
+    settings = {**SMALL_STORE, "batch_size": 8}  # 2 views
     whole = TeacherCache(cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
         shards=str(fine_shards), teacher=small_teacher, out=str(tmp_path / "whole.zarr"), **settings))))
     argv = ["cache-teacher", "--shards", fine_shards, "--teacher", small_teacher, *flags(settings)]
@@ -133,7 +133,7 @@ def test_cache_teacher_killed_mid_view_resumes_to_the_same_store(fine_shards, sm
     def chunks(out: Path, view: int) -> list[Path]:  # train/logits chunks of a view (0-based)
         return [p for p in (out / "train" / "logits" / "c" / str(view)).rglob("*") if p.is_file()]
 
-    for attempt in range(3):  # a kill that lands between two views is tried again
+    for attempt in range(3):  # a kill that lands after the last view is tried again
         out = tmp_path / f"cut{attempt}.zarr"
         log = tmp_path / f"cut{attempt}.log"
         kill_when(start(log, *argv, "--out", out), lambda: bool(chunks(out, 1)), log)
@@ -142,7 +142,7 @@ def test_cache_teacher_killed_mid_view_resumes_to_the_same_store(fine_shards, sm
         if cut.views_completed == 1 and 0 < len(chunks(out, 1)) < 12:
             break
     else:
-        pytest.fail("no kill landed inside view 2 in three tries")
+        pytest.fail("no kill landed inside the second view in three tries")
     assert not cut.complete()
     with pytest.raises(UserError, match="incomplete"):
         cut.check_complete()  # what distill asks of a store
