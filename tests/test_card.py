@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 import yaml
 
-from test_runs import T0, T1, T2, finished_run, quick_curves, summary, teacher_info  # noqa: F401
+from conftest import T0, T1, T2, finished_run, summary, teacher_info
 from vwwfast import config as C
 from vwwfast.records.card import NOTES_BEGIN, NOTES_END
 from vwwfast.records.report import write_report
 from vwwfast.records.runs import Run
 from vwwfast.provenance import versions
+
+pytestmark = pytest.mark.usefixtures("quick_curves")  # conftest: curves.png as a placeholder
 
 
 def _card(run: Run) -> str:

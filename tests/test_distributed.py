@@ -1,20 +1,19 @@
 """torchrun with 2 processes and gloo on the CPU: the same commands, one record, same store."""
 
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from vwwfast import config as C
+from conftest import SMALL_STORE, vwwfast_env
 
 pytestmark = pytest.mark.slow
 
 
 def torchrun(*args, cwd=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = vwwfast_env(OMP_NUM_THREADS="1")  # no GPU either (conftest)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "vwwfast", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
@@ -23,26 +22,13 @@ def torchrun(*args, cwd=None):
     return r
 
 
-@pytest.fixture(scope="module")
-def teacher(synth_shards, tmp_path_factory):
-    from vwwfast.train.commands import train_teacher
-    runs = tmp_path_factory.mktemp("dist_teacher")
-    s = train_teacher(C.resolve(C.TrainConfig, dict(
-        shards=str(synth_shards), arch="mobilenet_v3_small", input_size=32, epochs=1,
-        batch_size=32, renderer="decoded", decoded_size=48, runs_dir=str(runs))))
-    return s["run_dir"] + "/model.pt"
-
-
-def test_cache_teacher_two_processes_equals_one(synth_shards, teacher, tmp_path):
-    from vwwfast.teach.build import cache_teacher
+def test_cache_teacher_two_processes_equals_one(synth_shards, small_teacher, small_store, tmp_path):
     from vwwfast.teach.cache import TeacherCache
-    one = cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
-        shards=str(synth_shards), teacher=teacher, views=2, out=str(tmp_path / "one.zarr"),
-        renderer="decoded", decoded_size=48)))
-    r = torchrun("cache-teacher", "--shards", str(synth_shards), "--teacher", teacher, "--views", "2",
-                 "--out", str(tmp_path / "two.zarr"), "--renderer", "decoded", "--decoded-size", "48")
+    r = torchrun("cache-teacher", "--shards", str(synth_shards), "--teacher", small_teacher,
+                 "--views", str(SMALL_STORE["views"]), "--out", str(tmp_path / "two.zarr"),
+                 "--renderer", "decoded", "--decoded-size", str(SMALL_STORE["decoded_size"]))
     assert r.returncode == 0, r.stderr[-2000:]
-    a, b = TeacherCache(one), TeacherCache(tmp_path / "two.zarr")
+    a, b = TeacherCache(small_store), TeacherCache(tmp_path / "two.zarr")
     b.check_complete()
     np.testing.assert_array_equal(a.params(), b.params())
     np.testing.assert_allclose(a.logits().astype(np.float32), b.logits().astype(np.float32), atol=2e-3)
@@ -50,13 +36,13 @@ def test_cache_teacher_two_processes_equals_one(synth_shards, teacher, tmp_path)
     assert a.attrs["val_acc"] == pytest.approx(b.attrs["val_acc"])
 
 
-def test_train_teacher_and_distill_write_one_record(synth_shards, teacher, tmp_path):
+def test_train_teacher_and_distill_write_one_record(synth_shards, small_teacher, tmp_path):
     common = ["--shards", str(synth_shards), "--input-size", "32", "--epochs", "2",
               "--batch-size", "16", "--renderer", "decoded", "--decoded-size", "48",
               "--runs-dir", str(tmp_path / "runs")]
     r = torchrun("train-teacher", "--arch", "mobilenet_v3_small", *common)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = torchrun("distill", "--teacher-mode", "online", "--teacher", teacher, *common)
+    r = torchrun("distill", "--teacher-mode", "online", "--teacher", small_teacher, *common)
     assert r.returncode == 0, r.stderr[-2000:]
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 2
@@ -73,10 +59,10 @@ def test_error_on_a_rank_ends_the_job(tmp_path):
     assert "shard folder not found" in r.stderr
 
 
-def test_sweep_under_torchrun(synth_shards, teacher, tmp_path):
+def test_sweep_under_torchrun(synth_shards, small_teacher, tmp_path):
     r = torchrun("distill", "--shards", str(synth_shards), "--input-size", "32", "--epochs", "2",
                  "--batch-size", "16", "--renderer", "decoded", "--decoded-size", "48",
-                 "--teacher-mode", "online", "--teacher", teacher, "--alpha", "0,0.5",
+                 "--teacher-mode", "online", "--teacher", small_teacher, "--alpha", "0,0.5",
                  "--runs-dir", str(tmp_path / "runs"))
     assert r.returncode == 0, r.stderr[-2000:]
     runs = [p for p in (tmp_path / "runs").iterdir() if (p / "config.yaml").is_file()]

@@ -12,22 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import one_line_error
 from vwwfast import config as C
-from vwwfast.cli import main
 from vwwfast.errors import UserError
 from vwwfast.deploy.evaluate import confident_mistakes, evaluate_command
-
-
-@pytest.fixture(scope="module")
-def student(synth_shards, tmp_path_factory):
-    """A supervised MobileNetV3-Small at 48 px, one epoch on synth_shards: its run folder."""
-    from vwwfast.train.commands import distill
-    runs = tmp_path_factory.mktemp("eval_runs")
-    s = distill(C.resolve(C.DistillConfig, dict(
-        shards=str(synth_shards), alpha=0.0, input_size=48, epochs=1, batch_size=32,
-        renderer="decoded", decoded_size=48, runs_dir=str(runs), bn_settle=64, compile="off",
-        tag="evalme")))
-    return Path(s["run_dir"])
 
 
 def run_eval(**kw) -> dict:
@@ -39,7 +27,7 @@ def run_eval(**kw) -> dict:
 
 def test_run_folder_short_id_and_checkpoint_agree(student):
     by_folder = run_eval(checkpoint=str(student))  # shards: the run's own
-    by_id = run_eval(checkpoint="evalme", runs_dir=str(student.parent))
+    by_id = run_eval(checkpoint="student", runs_dir=str(student.parent))  # its tag
     by_file = run_eval(checkpoint=str(student / "model.pt"))
     assert by_folder["n"] == 48 and by_folder["input_size"] == 48
     assert by_folder["confusion"] == by_id["confusion"] == by_file["confusion"]
@@ -95,27 +83,20 @@ def test_confident_mistakes_are_ranked_by_probability():
     assert len(fp) == len(fn) == 0
 
 
-def one_line_error(argv, capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
-
-
 def test_bad_inputs_are_one_line_errors(student, synth_shards, tmp_path, capsys):
-    err = one_line_error(["eval", "no-such-run", "--runs-dir", str(student.parent)], capsys)
+    err = one_line_error(capsys, "eval", "no-such-run", "--runs-dir", str(student.parent))
     assert "no run 'no-such-run'" in err
     fake = tmp_path / "model.onnx"
     fake.write_bytes(b"this is not a protobuf at all")
-    err = one_line_error(["eval", str(fake), "--shards", str(synth_shards)], capsys)
+    err = one_line_error(capsys, "eval", str(fake), "--shards", str(synth_shards))
     assert "is not a readable ONNX model" in err
     # a checkpoint whose config names no shards, outside any run folder
     ckpt = torch.load(student / "model.pt", weights_only=True)
     ckpt["config"] = {}
     torch.save(ckpt, tmp_path / "bare.pt")
-    err = one_line_error(["eval", str(tmp_path / "bare.pt")], capsys)
+    err = one_line_error(capsys, "eval", str(tmp_path / "bare.pt"))
     assert "pass --shards" in err
-    err = one_line_error(["eval", str(student), "--shards", str(tmp_path / "nowhere")], capsys)
+    err = one_line_error(capsys, "eval", str(student), "--shards", str(tmp_path / "nowhere"))
     assert "shard folder not found" in err
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a run folder"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_line_error
 from vwwfast import config as C
 from vwwfast.cli import main
 from vwwfast.errors import UserError
@@ -26,13 +27,6 @@ def train_student(shards, runs, size: int, epochs: int, **kw) -> Path:
         shards=str(shards), alpha=0.0, input_size=size, epochs=epochs, batch_size=32,
         runs_dir=str(runs), compile="off", **kw)))
     return Path(s["run_dir"])
-
-
-@pytest.fixture(scope="module")
-def student(synth_shards, tmp_path_factory):
-    """A supervised MobileNetV3-Small at 48 px, one epoch on synth_shards."""
-    return train_student(synth_shards, tmp_path_factory.mktemp("export_runs"), 48, 1,
-                         renderer="decoded", decoded_size=48, bn_settle=64)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +90,26 @@ def test_export_json_records_each_file_and_agrees_with_eval(student, exported):
 
 
 @pytest.mark.slow
+def test_card_export_section_from_a_real_export(student, exported):
+    """`vwwfast export` rewrites the run's card: one row per file, each figure the file's own
+    (its size on disk, its measured accuracy and recalls, its distance to the float model)."""
+    card = (student / "card.md").read_text()
+    assert card.count("## Export") == 1
+    section = card[card.index("## Export"):card.index("Details: `export/export.json`.")]
+    table = [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines()
+             if line.startswith("| model")]
+    rows = {cells[0]: cells[1:] for cells in table}
+    assert list(rows) == ["model.pt (float)", "model.onnx", "model-int8.onnx"]
+    base = exported["float"]["acc"]
+    for name, path, f in [("model.pt (float)", student / "model.pt", exported["float"]),
+                          *((n, student / "export" / n, f) for n, f in exported["files"].items())]:
+        vs = "-" if name.startswith("model.pt") else f"{100 * (f['acc'] - base):+.2f} points"
+        assert rows[name] == [f["precision"], f"{path.stat().st_size / 1024:,.0f} KB", f"{f['acc']:.4f}",
+                              vs, f"{f['recall_0']:.4f}", f"{f['recall_1']:.4f}"], name
+    assert rows["model.onnx"][3] == "+0.00 points" and rows["model-int8.onnx"][0] == "int8"
+
+
+@pytest.mark.slow
 def test_onnx_metadata_and_fixed_size(student, exported):
     import onnx
     proto = onnx.load(str(student / "export" / "model-int8.onnx"))
@@ -116,25 +130,18 @@ def test_export_to_another_folder_without_int8(student, tmp_path, capsys):
     assert "model.onnx" in capsys.readouterr().out
 
 
-def one_line_error(argv, capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
-    return err
-
-
 def test_bad_export_inputs_are_one_line_errors(student, tmp_path, capsys, monkeypatch):
-    assert "no run 'nope'" in one_line_error(["export", "nope", "--runs-dir", str(student.parent)], capsys)
-    assert "--format 'onnx,coreml'" in one_line_error(["export", str(student), "--format", "onnx,coreml"],
-                                                      capsys)
-    assert "--qat-epochs" in one_line_error(["export", str(student), "--qat-epochs", "2"], capsys)
+    assert "no run 'nope'" in one_line_error(capsys, "export", "nope", "--runs-dir", str(student.parent))
+    assert "--format 'onnx,coreml'" in one_line_error(capsys, "export", str(student),
+                                                      "--format", "onnx,coreml")
+    assert "--qat-epochs" in one_line_error(capsys, "export", str(student), "--qat-epochs", "2")
     ckpt = torch.load(student / "model.pt", weights_only=True)
     ckpt["config"] = {}
     torch.save(ckpt, tmp_path / "bare.pt")
-    assert "pass --shards" in one_line_error(["export", str(tmp_path / "bare.pt")], capsys)
+    assert "pass --shards" in one_line_error(capsys, "export", str(tmp_path / "bare.pt"))
     # without the TFLite extra: what to install, in one line, before any work
     monkeypatch.setitem(sys.modules, "litert_torch", None)
-    err = one_line_error(["export", str(student), "--format", "onnx,tflite"], capsys)
+    err = one_line_error(capsys, "export", str(student), "--format", "onnx,tflite")
     assert "pip install 'vwwfast[tflite]'" in err
     assert not (student / "export" / "model.tflite").exists()
 

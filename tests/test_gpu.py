@@ -1,4 +1,5 @@
-"""Checks that need CUDA (tools/gpu_check.sh runs them); skipped elsewhere."""
+"""Checks that need CUDA (tools/gpu_check.sh runs them); skipped elsewhere. Marked `gpu`, so
+they see the real device (conftest pins every other test to the CPU)."""
 
 import json
 
@@ -8,8 +9,7 @@ import torch
 
 from vwwfast import config as C
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = pytest.mark.gpu
 
 
 def test_bf16_training_steps(synth_shards, tmp_path):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from test_runs import T0, T1, T2, epoch_record, finished_run, stub_curves
+from conftest import T0, T1, T2, epoch_record, finished_run, stub_curves
 from vwwfast import config as C
 from vwwfast.records import plots
 from vwwfast.errors import UserError

@@ -24,7 +24,6 @@ N_SMOOTH, N_MARKER = 12, 2
 OUT = 48
 
 NAMES = ["reference", "decoded"] + (["dali"] if dali_available() else [])
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def _smooth(rng, w, h):
@@ -364,8 +363,7 @@ def test_iterate_order_short_batch_and_errors(renderers, split):
 # ---------------------------------------------------------------------------------------
 # GPU (run on a CUDA machine; skipped here)
 
-@pytest.mark.gpu
-@cuda
+@pytest.mark.gpu  # skipped without CUDA (conftest)
 def test_gpu_decoded_matches_cpu(split):
     """CUDA (matmuls, colour on the GPU) = CPU (PIL, which rounds to uint8)."""
     p = _train_params(split, erase=0.5)
@@ -382,8 +380,7 @@ def test_gpu_decoded_matches_cpu(split):
         gpu.close()
 
 
-@pytest.mark.gpu
-@cuda
+@pytest.mark.gpu  # skipped without CUDA (conftest)
 @pytest.mark.skipif(not dali_available(), reason="needs NVIDIA DALI")
 def test_gpu_dali_mixed_matches_cpu(split):
     from vwwfast.data.render.dali import DaliRenderer
@@ -395,8 +392,7 @@ def test_gpu_dali_mixed_matches_cpu(split):
         assert (to01(xg) - to01(c.render(idx, p[idx], OUT)[0])).abs().mean() < 0.01
 
 
-@pytest.mark.gpu
-@cuda
+@pytest.mark.gpu  # skipped without CUDA (conftest)
 def test_gpu_iterate_and_reference(split):
     p = _train_params(split)
     with make_renderer("reference", split, device="cuda") as r:

@@ -1,23 +1,22 @@
 """Run folders and sweep records: names, files, permissions, short ids; the runs table,
---csv / --json / --wide / --diff / --sweep. (test_card.py and test_plots.py import the
-helpers that make runs from here.)"""
+--csv / --json / --wide / --diff / --sweep. (The builders of run records are in conftest.py.)"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 import os
 import re
 import stat
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import yaml
 from rich.console import Console
 
-from vwwfast.config import DistillConfig, RunsConfig, TrainConfig, to_dict
+from conftest import T0, T1, T2, epoch_record, finished_run, stub_curves, summary, teacher_info
+from vwwfast.config import DistillConfig, RunsConfig, TrainConfig
 from vwwfast.errors import UserError
 from vwwfast.records.report import write_report
 from vwwfast.records.runs import Run, SweepRecord, find_runs, resolve_run, run_dir_name, short_id
@@ -25,80 +24,7 @@ from vwwfast.provenance import git_commit, versions
 from vwwfast.records.table import diff_runs, list_runs, print_runs, runs_command
 from vwwfast.records.table import runs_command as table_command
 
-PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def quick_curves(request, monkeypatch):
-    """Drawing curves.png takes about a second: test_plots.py draws and checks it; here a
-    placeholder file keeps the many runs these tests make fast (a test that wants the real
-    figure asks for `real_curves`)."""
-    if "real_curves" not in request.fixturenames:
-        stub_curves(monkeypatch)
-
-
-@pytest.fixture
-def real_curves():
-    pass
-
-
-def stub_curves(monkeypatch):
-    from vwwfast.records import plots
-    from vwwfast.files import write_atomic
-    monkeypatch.setattr(plots, "write_curves", lambda run: write_atomic(run.path / "curves.png", PNG))
-
-
-T0 = datetime(2025, 10, 27, 15, 6, 43)
-T1 = datetime(2025, 10, 27, 16, 0, 0)
-T2 = datetime(2025, 10, 28, 9, 30, 5)
-
-
-def epoch_record(epoch, acc, kd=True, alpha=0.55, margin_weight=0.03, temperature=2.0):
-    """One metrics.jsonl line as the trainer writes it (epochs from 1)."""
-    ce, kl, margin = 0.5 + 0.2 / epoch, 0.05 + 0.1 / epoch, 0.4 + 0.5 / epoch
-    if not kd:
-        alpha = margin_weight = 0.0
-    terms = {"term_ce": (1 - alpha) * ce, "term_kl": alpha * temperature ** 2 * kl,
-             "term_margin": margin_weight * margin}
-    rec = {"epoch": epoch, "loss": sum(terms.values()), "loss_ce": ce, "loss_kl": kl if kd else 0.0,
-           "loss_margin": margin if kd else 0.0, **terms, "alpha": alpha,
-           "margin_weight": margin_weight, "temperature": temperature,
-           "lr": 1e-3 * math.sin(math.pi * epoch / 30), "val_acc": acc,
-           "recall_0": acc + 0.02, "recall_1": acc - 0.02,
-           "confusion": [[40, 10], [5, 45]], "img_per_s": 1234.5, "time_s": 2.0,
-           "views_sha256": "ab" * 8}
-    if not kd:
-        for k in ("term_kl", "term_margin", "alpha", "margin_weight", "temperature"):
-            rec.pop(k)
-    return rec
-
-
-def summary(acc, epoch=2, **extra):
-    return {"best_val_acc": acc, "best_epoch": epoch, "recall_0": acc + 0.02, "recall_1": acc - 0.02,
-            "confusion": [[40, 10], [5, 45]], "epochs_done": 2, "stopped_early": False,
-            "wall_time_s": 125.0, "train_wall_s": 100.0, "compile_s": 0.0, "img_per_s": 2000.0,
-            "device": "cpu (2 threads)", **extra}
-
-
-def teacher_info(teacher_run: Run | None = None, **over):
-    info = {"mode": "cached", "store": "shards/s/teacher-mbv3l224.zarr",
-            "store_fingerprint": "f" * 64, "checkpoint": "runs/t/model.pt", "sha256": "a" * 64,
-            "arch": "mobilenet_v3_large", "input_size": 224, "role": "teacher",
-            "run": teacher_run.id if teacher_run else None,
-            "run_val_acc": teacher_run.summary.get("best_val_acc") if teacher_run else None,
-            "views": 10}
-    return {**info, **over}
-
-
-def finished_run(runs_dir, cfg, now, acc, kind="student", epochs=2, status="finished",
-                 teacher=None, **extra) -> Run:
-    run = Run.create(runs_dir, kind, cfg, now=now)
-    kd = kind == "student" and (to_dict(cfg) if not isinstance(cfg, dict) else cfg).get("alpha", 0) > 0
-    for e in range(1, epochs + 1):
-        run.log_epoch(epoch_record(e, acc - 0.05 * (epochs - e), kd=kd))
-    run.update_summary({"teacher": teacher, "remarks": [], "fingerprints": {"shards_content_hash": "c" * 64}})
-    write_report(run, run.finish(summary(acc, epoch=epochs, **extra), status))
-    return run
+pytestmark = pytest.mark.usefixtures("quick_curves")  # conftest: curves.png as a placeholder
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_jpeg
+from conftest import cli, write_jpeg
 from vwwfast.errors import UserError
 from vwwfast.data.shards import ShardSet, SourceItem, write_shards
 from vwwfast.data.sources.coco import coco_items, vww_label
@@ -196,14 +196,6 @@ def shard_set(tiny_coco, tmp_path):
     return tmp_path / "out"
 
 
-def _cli(capsys, *argv):
-    from vwwfast.cli import main
-    capsys.readouterr()
-    rc = main(list(argv))
-    captured = capsys.readouterr()
-    return rc, captured.err.strip(), captured.out
-
-
 @pytest.mark.parametrize("keep", [0.5, "records"])
 def test_truncated_tar_is_refused_at_open(shard_set, keep):
     tar = shard_set / "train-000000.tar"
@@ -232,7 +224,7 @@ def test_missing_tar_or_damaged_table_is_refused_at_open(shard_set):
 
 
 def test_shard_verify_finds_a_flipped_byte(shard_set, capsys):
-    rc, err, out = _cli(capsys, "shard", "--verify", str(shard_set))
+    rc, err, out = cli(capsys, "shard", "--verify", str(shard_set))
     assert rc == 0 and "OK" in out and "3 tars" in out
     tar = shard_set / "train-000000.tar"
     data = bytearray(tar.read_bytes())
@@ -241,12 +233,12 @@ def test_shard_verify_finds_a_flipped_byte(shard_set, capsys):
     tar.write_bytes(bytes(data))
     ShardSet.open(shard_set)  # the cheap check cannot see it
     (shard_set / "val-000000.idx").write_text("v1.2 0\n")
-    rc, err, out = _cli(capsys, "shard", "--verify", str(shard_set))
+    rc, err, out = cli(capsys, "shard", "--verify", str(shard_set))
     assert rc == 2 and len(err.splitlines()) == 1
     assert "2 damaged file(s): train-000000.tar, val-000000.idx" in err
     assert "sha256 differs" in out and "does not index its tar" in out
 
 
 def test_shard_verify_refuses_other_settings(shard_set, capsys):
-    rc, err, _ = _cli(capsys, "shard", "--verify", str(shard_set), "--size", "96")
+    rc, err, _ = cli(capsys, "shard", "--verify", str(shard_set), "--size", "96")
     assert rc == 2 and "drop --size" in err

@@ -90,27 +90,14 @@ def test_pick_samples():
     assert pick_samples(labels, 20).tolist() == list(range(8))
 
 
-@pytest.fixture(scope="module")
-def untrained_store(synth_shards, tmp_path_factory):
-    """A store of 2 default views by an untrained teacher at 32 px: the sheet shows its
-    parameters, whatever its logits."""
-    from vwwfast.models import build_model, save_checkpoint
-    from vwwfast.teach.build import cache_teacher
-    root = tmp_path_factory.mktemp("untrained_store")
-    save_checkpoint(root / "t.pt", build_model("mobilenet_v3_small"), arch="mobilenet_v3_small",
-                    input_size=32, config={}, epoch=1, metrics={}, role="teacher")
-    return str(cache_teacher(C.resolve(C.CacheTeacherConfig, dict(
-        shards=str(synth_shards), teacher=str(root / "t.pt"), views=2, out=str(root / "t.zarr"),
-        batch_size=96, renderer="reference", device="cpu"))))
-
-
-def test_store_views(synth_shards, untrained_store, tmp_path):
-    """--cache shows the store's own views; settings that contradict it are refused."""
+def test_store_views(synth_shards, small_store, tmp_path):
+    """--cache shows the store's own views (2 default ones, conftest); settings that
+    contradict it are refused."""
     from vwwfast.teach.cache import TeacherCache
-    store = TeacherCache(untrained_store)
+    store = TeacherCache(small_store)
     split = ShardSet.open(synth_shards).split("train")
     idx = pick_samples(split.labels, 4)
-    _, sheet = _sheet(synth_shards, tmp_path, cache=untrained_store, views=5)  # the store has 2
+    _, sheet = _sheet(synth_shards, tmp_path, cache=small_store, views=5)  # the store has 2
     assert sheet.shape[:2][::-1] == sheet_size(4, 1 + 2, 32)
     params = store.params()
     for v in range(2):
@@ -120,10 +107,10 @@ def test_store_views(synth_shards, untrained_store, tmp_path):
             want = to_uint8(finish(x[None].float(), params[v, i:i + 1], scale=255.0))[0]
             assert np.abs(_tile(sheet, r, 1 + v, 32) - want).max() <= 1, (r, v)
     with pytest.raises(UserError, match="erase: store 0.0, asked 0.5"):
-        _sheet(synth_shards, tmp_path, cache=untrained_store, view={"erase": 0.5})
+        _sheet(synth_shards, tmp_path, cache=small_store, view={"erase": 0.5})
     with pytest.raises(UserError, match="view seed"):
-        _sheet(synth_shards, tmp_path, cache=untrained_store, seed=3)
-    _sheet(synth_shards, tmp_path, cache=untrained_store, view={"erase": 0.0})  # agrees: fine
+        _sheet(synth_shards, tmp_path, cache=small_store, seed=3)
+    _sheet(synth_shards, tmp_path, cache=small_store, view={"erase": 0.0})  # agrees: fine
 
 
 def test_mixed_views_are_blends_of_two_rendered_views(synth_shards, tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import cli
 from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.teach.build import cache_teacher
@@ -148,14 +149,6 @@ def _copy(store, tmp_path):
     return out
 
 
-def _cli(capsys, *argv):
-    from vwwfast.cli import main
-    capsys.readouterr()
-    rc = main(list(argv))
-    captured = capsys.readouterr()
-    return rc, captured.err.strip(), captured.out
-
-
 def test_store_records_its_teacher_and_spec(small_store, small_teacher):
     from vwwfast.data.views import ViewSpec
     store = TeacherCache(small_store)
@@ -173,7 +166,7 @@ def test_missing_chunk_is_an_error_not_the_fill_value(small_store, tmp_path, cap
     with pytest.raises(UserError, match=r"damaged: 1 chunk\(s\) of train/logits missing \(first: train/logits/c/1/1/0\)"):
         TeacherCache(out)
     (out / "val/logits/c/0/0").unlink()  # also once val is done
-    rc, err, _ = _cli(capsys, "cache-teacher", "--verify", str(out))
+    rc, err, _ = cli(capsys, "cache-teacher", "--verify", str(out))
     assert rc == 2 and len(err.splitlines()) == 1 and "delete it" in err
 
 
@@ -208,7 +201,7 @@ def test_torn_metadata_says_damaged(small_store, small_teacher, synth_shards, tm
     assert "different" not in str(e.value)
     (out / "zarr.json").write_text(text)
     (out / "train/logits/zarr.json").unlink()
-    rc, err, _ = _cli(capsys, "cache-teacher", "--verify", str(out))
+    rc, err, _ = cli(capsys, "cache-teacher", "--verify", str(out))
     assert rc == 2 and len(err.splitlines()) == 1
     assert "array train/logits is missing or its zarr.json is unreadable" in err
 
@@ -243,7 +236,7 @@ def test_verify_a_good_store(small_store, capsys):
     train, val = r["rows"]
     assert train[1] == "12" and train[4] == "100.00%" and train[5] == "0"
     assert val[1] == "12"
-    rc, err, out = _cli(capsys, "cache-teacher", "--verify", small_store, "--samples", "4")
+    rc, err, out = cli(capsys, "cache-teacher", "--verify", small_store, "--samples", "4")
     assert rc == 0 and "OK" in out and "checksums OK" in out
 
 
@@ -252,7 +245,7 @@ def test_verify_finds_consistently_altered_logits(small_store, tmp_path, capsys)
     out = _copy(small_store, tmp_path)
     a = zarr.open_group(str(out), mode="r+")["train/logits"]
     a[...] = a[...] + np.float16(0.25)  # rewritten whole: every checksum is right
-    rc, err, _ = _cli(capsys, "cache-teacher", "--verify", str(out), "--samples", "6")
+    rc, err, _ = cli(capsys, "cache-teacher", "--verify", str(out), "--samples", "6")
     assert rc == 2 and len(err.splitlines()) == 1
     assert re.search(r"train views logits differ from the teacher's by 0\.2\d* beyond float16 rounding "
                      r"in the median", err)

@@ -101,7 +101,8 @@ def print_result(renderable, target: Optional[Console] = None, fit: Optional[boo
     fit = fits_terminal(target) if fit is None else fit
     need = natural_width(renderable)
     if fit or need <= target.width:
-        target.print(renderable)
+        # fitted: the title and caption wrap at the width too (soft_wrap lets them run past it)
+        target.print(renderable, soft_wrap=False if fit else None)
         return
     saved = target._width  # a wider console for this print only: rich prints at most its width
     target.width = need
