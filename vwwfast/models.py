@@ -165,6 +165,24 @@ def check_teacher(path, ckpt: dict, *, self_distill: bool = False, arch: str | N
                         f"was trained with pretrained {str(bool(have)).lower()}")
 
 
+def check_ensemble(paths: list, ckpts: list[dict], shas: list[str]) -> None:
+    """The members of a teacher ensemble: each checkpoint once (by sha256), and one set of
+    classes and one input normalisation among them (their probabilities are averaged)."""
+    seen: dict[str, str] = {}
+    for path, sha in zip(paths, shas):
+        if sha in seen:
+            raise UserError(f"--teacher {path} is the same checkpoint as --teacher {seen[sha]} "
+                            f"(sha256 {sha[:12]}): give each member of the ensemble once")
+        seen[sha] = str(path)
+    for what, key in (("classes", "classes"), ("input normalisation", "normalization")):
+        first = ckpts[0].get(key)
+        for path, ckpt in zip(paths[1:], ckpts[1:]):
+            if ckpt.get(key) != first:
+                raise UserError(f"ensemble members disagree on {what}: {paths[0]} has {first}, "
+                                f"{path} has {ckpt.get(key)}; an ensemble averages the probabilities "
+                                f"of models of one kind")
+
+
 def model_from_checkpoint(path, *, arch: str | None = None, input_size: int | None = None,
                           device="cpu") -> tuple[nn.Module, dict]:
     ckpt = load_checkpoint(path)

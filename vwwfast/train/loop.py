@@ -60,12 +60,7 @@ def teacher_line(t: dict | None) -> str:
     """Which model teaches, said once when a run starts."""
     if not t:
         return "teacher: none (supervised)"
-    who = f"{t.get('arch')} at {t.get('input_size')} px"
-    if t.get("role") == "student":
-        who += ", a STUDENT's checkpoint (--self-distill)"
-    if t.get("run"):
-        acc = t.get("run_val_acc")
-        who += f", run {t['run']}" + (f" (val acc {acc:.4f})" if acc is not None else "")
+    who = TS.who_teaches(t)
     if t.get("mode") == "cached":
         used = "" if t.get("logits_used", True) else "; only its views are used (alpha 0)"
         return f"teacher: cached in {t['store']} ({t.get('views')} views): {who}{used}"
