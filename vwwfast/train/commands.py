@@ -10,6 +10,7 @@ from vwwfast import config as C
 from vwwfast import distributed as D
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
+from vwwfast.models import ensure_imagenet_weights
 from vwwfast.progress import info, result
 from vwwfast.records.runs import Run, SweepRecord, resolve_run
 from vwwfast.records.table import print_sweep
@@ -47,7 +48,10 @@ def _resolve_all(cfgs: list) -> list:
     store = TS.open_store(base.cache) if cached else None
     needs = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
     TS.refuse_unused_teacher(base, needs)
-    return [TS.resolve_settings(c, store) for c in cfgs]
+    resolved = [TS.resolve_settings(c, store) for c in cfgs]
+    for arch in sorted({c.arch for c in resolved if c.pretrained}):
+        ensure_imagenet_weights(arch)  # offline: one line, before any record is made
+    return resolved
 
 
 def train_teacher(cfg: C.TrainConfig) -> dict:
