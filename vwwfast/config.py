@@ -143,6 +143,12 @@ class TrainConfig(RenderSettings):
                        "--init-seed)")
     init_seed: Optional[int] = opt(None, "seed of the weights and dropout; unset = --seed",
                                    sweep=True, short="iseed")
+    train_limit: Optional[int] = opt(None, "train on this many training samples only: a subset fixed by "
+                                           "--train-limit-seed, a larger one holding every sample of a "
+                                           "smaller (learning curves; a teacher that saw more data than "
+                                           "its students); unset = all", lo=1, short="limit")
+    train_limit_seed: Optional[int] = opt(None, "seed of the --train-limit subset; unset = --seed",
+                                          short="lseed")
     runs_dir: str = opt("runs", "folder that holds run folders", path=True)
     tag: Optional[str] = opt(None, "suffix of the run folder name")
     note: str = opt("", "the goal of this run, written to its card")

@@ -207,7 +207,8 @@ def open_store(path):
 def resolve_settings(cfg, store=None):
     """The config with every setting the store fixes filled in, after checking what the user
     gave against it: view spec and settings, view seed, teacher input size, arch, checkpoint.
-    Without a store: the defaults the fields' help texts name."""
+    Without a store: the defaults the fields' help texts name (the view seed and the
+    --train-limit subset's seed are --seed's when unset)."""
     updates: dict = {}
     if store is not None and not store.plain:
         fp = store.fingerprint
@@ -226,6 +227,11 @@ def resolve_settings(cfg, store=None):
     else:
         updates.update(view_spec=cfg.view_spec or "default",
                        view_seed=cfg.view_seed if cfg.view_seed is not None else cfg.seed)
+    if cfg.train_limit is not None and cfg.train_limit_seed is None:
+        updates["train_limit_seed"] = cfg.seed  # recorded: the subset is fixed by it
+    elif cfg.train_limit is None and cfg.train_limit_seed is not None:
+        raise UserError("--train-limit-seed is the seed of --train-limit's subset: give --train-limit N, "
+                        "or drop it")
     if store is not None:
         members, whos = store.members, store.teachers
         sizes = sorted({m["input_size"] for m in members})

@@ -49,6 +49,10 @@ def _resolve_all(cfgs: list) -> list:
     needs = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
     TS.refuse_unused_teacher(base, needs)
     resolved = [TS.resolve_settings(c, store) for c in cfgs]
+    if base.train_limit is not None:  # more than the shards hold: refused before any record
+        from vwwfast.data.epochs import train_subset
+        from vwwfast.data.shards import ShardSet
+        train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
     for arch in sorted({c.arch for c in resolved if c.pretrained}):
         ensure_imagenet_weights(arch)  # offline: one line, before any record is made
     return resolved
