@@ -20,7 +20,7 @@ import torch
 
 from vwwfast import config as C
 from vwwfast import distributed as D
-from vwwfast.data.epochs import epoch_order, steps_per_rank
+from vwwfast.data.epochs import steps_per_rank, subset_order, train_subset
 from vwwfast.data.shards import ShardSet
 from vwwfast.data.split import SplitData
 from vwwfast.devices import device_name, resolve_device
@@ -93,7 +93,9 @@ def fit(cfgs: list, kind: str, runs: list | None = None, sweep=None, fresh: bool
         source = TS.make_source(base, shards, device, needs_teacher=needs_teacher)
         train = SplitData(shards, "train", base, device, base.input_size)
         val = SplitData(shards, "val", base, device, base.input_size)
-        steps = _steps(len(train), base.batch_size)
+        subset = train_subset(len(train), base.train_limit,  # every sample without a limit
+                              base.seed if base.train_limit_seed is None else base.train_limit_seed)
+        steps = _steps(len(subset), base.batch_size)
         fingerprints = TS.source_fingerprints(source, shards)
         if runs and not fresh:
             _check_fingerprints(runs, fingerprints)
@@ -101,7 +103,7 @@ def fit(cfgs: list, kind: str, runs: list | None = None, sweep=None, fresh: bool
             info(teacher_line(source.describe()))
         students = _make_students(cfgs, kind, device, steps, runs, sweep, source, fingerprints,
                                   resume=bool(runs) and not fresh)
-        _loop(students, base, source, train, val, steps, wall0)
+        _loop(students, base, source, train, val, steps, wall0, subset)
     except KeyboardInterrupt:
         closed = _close_records(students, "interrupted", None, wall0, source)
         if closed and D.is_main():
@@ -170,9 +172,8 @@ def _load_last(run) -> dict:
     return state
 
 
-def _loop(students, base, source, train, val, steps, wall0) -> None:
+def _loop(students, base, source, train, val, steps, wall0, subset) -> None:
     first = min(s.start_epoch for s in students)
-    n = len(train)
     epoch_seconds: list[float] = []
     for epoch in range(first, base.epochs + 1):
         active = [s for s in students if s.active and s.start_epoch <= epoch]
@@ -182,7 +183,7 @@ def _loop(students, base, source, train, val, steps, wall0) -> None:
             continue
         t_epoch = time.perf_counter()
         params = source.views(epoch)
-        order = D.rank_part(epoch_order(n, base.seed, epoch - 1))
+        order = D.rank_part(subset_order(subset, base.seed, epoch - 1))  # BN settles on it too
         for s in active:
             s.begin_epoch(epoch)
         t0 = time.perf_counter()
