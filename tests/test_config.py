@@ -56,7 +56,7 @@ teacher:
 """)
     assert (cfg.alpha, cfg.alpha_end, cfg.confidence_gamma, cfg.label_smoothing) == (0.7, 0.0, 1.5, 0.05)
     assert (cfg.margin_weight, cfg.margin_weight_end, cfg.margin_decay_end_epoch) == (0.1, 0.0, 5)
-    assert (cfg.teacher, cfg.temperature) == ("t.pt", 3.0)
+    assert (cfg.teacher, cfg.temperature) == (["t.pt"], 3.0)
     assert (cfg.teacher_arch, cfg.teacher_pretrained, cfg.teacher_input_size) == \
         ("mobilenet_v3_large", True, 224)
     with pytest.raises(UserError, match="kd.bogus"):
@@ -134,7 +134,7 @@ def test_windows_paths_resolve(tmp_path):
     cfg = _cfg(C.DistillConfig, [], tmp_path,
                "teacher:\n  checkpt: runs\\2025-10-26_17-53-08_teacher_mbv3l_vww96\\model.pt\n"
                "shards: D:\\vww\\shards\n")
-    assert cfg.teacher == "runs/2025-10-26_17-53-08_teacher_mbv3l_vww96/model.pt"
+    assert cfg.teacher == ["runs/2025-10-26_17-53-08_teacher_mbv3l_vww96/model.pt"]
     assert cfg.shards == "D:/vww/shards"
 
 

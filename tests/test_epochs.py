@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from vwwfast.data.epochs import epoch_order, rank_bounds, rank_slice, steps_per_rank
+from vwwfast.errors import UserError
 
 
 def test_order_is_a_seeded_permutation():
@@ -42,3 +43,30 @@ def test_rank_bounds_and_steps():
     assert steps_per_rank(11, 3, batch_size=2, drop_last=True) == 1
     assert steps_per_rank(10, 1, batch_size=4) == 3
 
+
+
+def test_train_subset_is_fixed_by_seed_and_nested():
+    from vwwfast.data.epochs import train_subset
+    np.testing.assert_array_equal(train_subset(50, None, 0), np.arange(50))
+    a = train_subset(1000, 100, seed=3)
+    assert a.dtype == np.int64 and len(a) == len(set(a.tolist())) == 100
+    assert np.all(np.diff(a) > 0) and a.min() >= 0 and a.max() < 1000
+    np.testing.assert_array_equal(a, train_subset(1000, 100, seed=3))   # fixed by the seed
+    assert len(set(a.tolist()) & set(train_subset(1000, 100, seed=4).tolist())) < 50
+    assert a.max() > 500                                               # not the first 100
+    smaller = set(train_subset(1000, 30, 3).tolist())
+    assert smaller <= set(a.tolist()) <= set(train_subset(1000, 400, 3).tolist())  # nested
+    np.testing.assert_array_equal(train_subset(1000, 1000, 3), np.arange(1000))
+    with pytest.raises(UserError, match="--train-limit 11 is more than the 10 training samples"):
+        train_subset(10, 11, 0)
+
+
+def test_every_epoch_permutes_the_subset_only():
+    from vwwfast.data.epochs import subset_order, train_subset
+    subset = train_subset(500, 64, seed=1)
+    orders = [subset_order(subset, seed=0, epoch=e) for e in range(3)]
+    for o in orders:
+        assert sorted(o.tolist()) == subset.tolist()                   # each of them once, no other
+    assert (orders[0] != orders[1]).mean() > 0.8
+    # without a limit the orders are those of every run before --train-limit existed
+    np.testing.assert_array_equal(subset_order(train_subset(500, None, 1), 0, 2), epoch_order(500, 0, 2))

@@ -49,16 +49,65 @@ def test_init_from_local_checkpoint(tmp_path):
     assert all(torch.equal(a.state_dict()[k], v) for k, v in ref.items())
 
 
-def test_pretrained_offline_names_init(monkeypatch):
-    import torchvision
+def _no_network(monkeypatch):
+    """torch.hub's download fails as it does offline (and no test reaches the network)."""
     from urllib.error import URLError
-    weights = torchvision.models.get_model_weights("mobilenet_v3_small").DEFAULT
 
-    def offline(*a, **kw):
-        raise URLError("no network")
-    monkeypatch.setattr(type(weights), "get_state_dict", offline)
-    with pytest.raises(UserError, match="cannot download ImageNet weights.*--init PATH"):
+    def offline(url, dst, *a, **kw):
+        raise URLError(f"no network for {url}")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v3_small", "mobilenet_v3_large"])
+def test_pretrained_weights_come_from_torchvisions_cache(arch, tmp_path, monkeypatch):
+    """--pretrained reads the weights file torchvision's weights API expects under TORCH_HOME
+    (a freshly built 1000-class model stands in for the real ImageNet file)."""
+    import torchvision
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    _no_network(monkeypatch)
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    imagenet = torchvision.models.get_model(arch, weights=None)
+    with torch.no_grad():
+        imagenet.features[0][0].weight.normal_()  # not what a new model draws
+    place = tmp_path / "torch" / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    place.parent.mkdir(parents=True)
+    torch.save(imagenet.state_dict(), place)
+    model = build_model(arch, pretrained=True)
+    own, ref = model.state_dict(), imagenet.state_dict()
+    backbone = [k for k in own if not k.startswith("classifier.3.")]
+    assert all(torch.equal(own[k], ref[k]) for k in backbone)
+    assert own["classifier.3.weight"].shape[0] == 2  # the two-class head stays new
+    assert not torch.equal(build_model(arch).state_dict()["features.0.0.weight"], ref["features.0.0.weight"])
+
+
+def test_pretrained_offline_names_the_file_to_place(tmp_path, monkeypatch):
+    home = tmp_path / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    _no_network(monkeypatch)
+    with pytest.raises(UserError) as e:
         build_model("mobilenet_v3_small", pretrained=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "--init PATH" in msg
+    assert f"place mobilenet_v3_small-047dcff4.pth (from https://download.pytorch.org/models/" \
+           f"mobilenet_v3_small-047dcff4.pth) in {home / 'hub' / 'checkpoints'}" in msg
+    # a damaged file where the weights belong: said so, with what to do
+    (home / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth").write_bytes(b"torn")
+    with pytest.raises(UserError, match=r"mobilenet_v3_small-047dcff4.pth .* is not readable .*delete it"):
+        build_model("mobilenet_v3_small", pretrained=True)
+
+
+def test_pretrained_from_the_command_line_offline(synth_shards, tmp_path, monkeypatch, capsys):
+    """Offline, `distill --pretrained` stops with the one line, before any run is recorded."""
+    from vwwfast.cli import main
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    _no_network(monkeypatch)
+    rc = main(["distill", "--shards", str(synth_shards), "--alpha", "0", "--pretrained", "--epochs", "1",
+               "--runs-dir", str(tmp_path / "runs"), "--renderer", "decoded", "--decoded-size", "48",
+               "--input-size", "32", "--batch-size", "32"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after torch.hub's "Downloading: ..."
+    assert rc == 2 and "error: ImageNet weights for mobilenet_v3_small are not in" in last
+    assert "place mobilenet_v3_small-047dcff4.pth" in last
+    assert not (tmp_path / "runs").exists()  # no run recorded
 
 
 def test_unknown_arch_and_bn_momentum():

@@ -61,17 +61,17 @@ def test_cached_logits_equal_online_logits(synth_shards, teacher_ckpt, tmp_path)
 def test_resume_and_extend_equal_one_go(synth_shards, teacher_ckpt, tmp_path, monkeypatch):
     import vwwfast.teach.build as TC
     one = TeacherCache(_cache(synth_shards, teacher_ckpt, tmp_path / "one.zarr", views=3))
-    real, calls = TC.teacher_logits, {"n": 0}
+    real, calls = TC.ensemble_logits, {"n": 0}
 
     def stop_in_second_view(*a, **kw):  # 3 shards a view: call 4 is view 2's first shard
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
         return real(*a, **kw)
-    monkeypatch.setattr(TC, "teacher_logits", stop_in_second_view)
+    monkeypatch.setattr(TC, "ensemble_logits", stop_in_second_view)
     with pytest.raises(KeyboardInterrupt):
         _cache(synth_shards, teacher_ckpt, tmp_path / "two.zarr", views=2)
-    monkeypatch.setattr(TC, "teacher_logits", real)
+    monkeypatch.setattr(TC, "ensemble_logits", real)
     partial = TeacherCache(tmp_path / "two.zarr")
     assert partial.views_completed == 1
     with pytest.raises(UserError, match="incomplete"):

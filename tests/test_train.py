@@ -358,3 +358,31 @@ def test_compiled_step_gives_the_eager_losses(synth_shards, small_store, tmp_pat
         assert y["alpha"] == x["alpha"]
     assert compiled["compile_s"] > 0 and eager["compile_s"] == 0
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 2  # not one per epoch
+
+
+def test_train_limit_trains_on_its_subset_only(synth_shards, small_store, tmp_path, monkeypatch):
+    """--train-limit: every step reads the cached rows of the subset (the store covers every
+    sample), BN settles on it, and the config records the subset's seed."""
+    from vwwfast.data.epochs import train_subset
+    from vwwfast.teach.teacher import CachedTeacher
+    read, settled = [], []
+    real_logits = CachedTeacher.logits
+    monkeypatch.setattr(CachedTeacher, "logits", lambda self, epoch, idx, params: read.append(
+        idx.tolist() if torch.is_tensor(idx) else list(idx)) or real_logits(self, epoch, idx, params))
+    import vwwfast.train.loop as T
+    real_settle = T.settle_bn
+    monkeypatch.setattr(T, "settle_bn", lambda models, data, order, *a: settled.append(list(order))
+                        or real_settle(models, data, order, *a))
+    s = distill(_cfg(synth_shards, tmp_path, cls=C.DistillConfig, cache=small_store, train_limit=40,
+                     seed=3, epochs=2))
+    subset = set(train_subset(96, 40, 3).tolist())
+    assert len(read) == 2 and all(len(b) == 32 and set(b) <= subset for b in read)  # 1 step an epoch
+    assert read[0] != read[1]                                       # a new order every epoch
+    assert all(sorted(o) == sorted(subset) for o in settled)
+    saved = C.load_yaml(s["run_dir"] + "/config.yaml")
+    assert (saved["train_limit"], saved["train_limit_seed"]) == (40, 3)
+    with pytest.raises(UserError, match="--train-limit 97 is more than the 96 training samples"):
+        train_teacher(_cfg(synth_shards, tmp_path / "over", train_limit=97))
+    with pytest.raises(UserError, match="--train-limit-seed is the seed of --train-limit's subset"):
+        train_teacher(_cfg(synth_shards, tmp_path / "over", train_limit_seed=1))
+    assert not (tmp_path / "over").exists()                         # refused before any record

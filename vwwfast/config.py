@@ -144,6 +144,12 @@ class TrainConfig(RenderSettings):
                        "--init-seed)")
     init_seed: Optional[int] = opt(None, "seed of the weights and dropout; unset = --seed",
                                    sweep=True, short="iseed")
+    train_limit: Optional[int] = opt(None, "train on this many training samples only: a subset fixed by "
+                                           "--train-limit-seed, a larger one holding every sample of a "
+                                           "smaller (learning curves; a teacher that saw more data than "
+                                           "its students); unset = all", lo=1, short="limit")
+    train_limit_seed: Optional[int] = opt(None, "seed of the --train-limit subset; unset = --seed",
+                                          short="lseed")
     runs_dir: str = opt("runs", "folder that holds run folders", path=True)
     tag: Optional[str] = opt(None, "suffix of the run folder name")
     note: str = opt("", "the goal of this run, written to its card")
@@ -175,8 +181,9 @@ class DistillConfig(TrainConfig):
     teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)",
                             choices=("cached", "online"), short="mode")
     cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`", path=True)
-    teacher: Optional[str] = opt(None, "teacher checkpoint: for --teacher-mode online; with --cache it "
-                                       "must be the store's teacher", path=True)
+    teacher: Optional[list] = opt(None, "teacher checkpoint: for --teacher-mode online (one); with --cache "
+                                        "the store's teacher, or every member of its ensemble "
+                                        "(repeatable)", path=True, action="append", metavar="CKPT")
     teacher_arch: Optional[str] = opt(None, "the teacher's arch, checked against its checkpoint",
                                       short="t_arch")
     teacher_input_size: Optional[int] = opt(None, "the teacher's input size, checked against the "
@@ -193,10 +200,13 @@ class DistillConfig(TrainConfig):
 class CacheTeacherConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required; with --verify: the store's "
                           "own by default)", path=True)
-    teacher: str = opt("", "teacher checkpoint (.pt) (required; with --verify: the store's own by default)",
-                       path=True)
+    teacher: Optional[list] = opt(None, "teacher checkpoint (.pt) (required); repeat it for an ensemble "
+                                        "(the store keeps the log of the members' mean probability); "
+                                        "with --verify: the store's own by default", path=True,
+                                  action="append", metavar="CKPT")
     views: int = opt(10, "number of augmented views E per training sample", lo=1)
-    input_size: Optional[int] = opt(None, "teacher input size in pixels; unset = the checkpoint's", lo=8)
+    input_size: Optional[int] = opt(None, "teacher input size in pixels; unset = the checkpoint's (an "
+                                          "ensemble's members each run at their own)", lo=8)
     view_spec: str = opt("default", "'default' (augmented views), 'plain' (one un-augmented view) "
                                   "or 'fm' (augmented views, each mixed up with another sample's)")
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable); YAML: a `views:` "
@@ -430,6 +440,8 @@ def _coerce(name: str, value, tp, where: str):
     elif base is list:
         if isinstance(value, (list, tuple)):
             return list(value)
+        if isinstance(value, str):  # one item of a repeatable setting (`teacher: a.pt`)
+            return [value]
     elif base is dict:
         return _view_settings(value, where)
     raise UserError(f"{where}: '{name}' should be {getattr(base, '__name__', base)}, got {value!r}")
@@ -456,6 +468,8 @@ def _check_value(name: str, value, f: dataclasses.Field, where: str) -> None:
 
 def normalize_path(value: str) -> str:
     """Windows separators (runs\\a\\model.pt, as written on a PC) work on Linux and WSL2 too."""
+    if isinstance(value, list):
+        return [normalize_path(v) for v in value]
     return value.replace("\\", "/") if isinstance(value, str) else value
 
 
@@ -554,6 +568,8 @@ def _finish(cls, values: dict, where: str):
         value = _coerce(name, value, types_[name], where)
         if fields_[name].metadata.get("path"):
             value = normalize_path(value)
+            if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+                raise UserError(f"{where}: '{name}' should be paths, got {value!r}")
         _check_value(name, value, fields_[name], where)
         out[name] = value
     if "view" in fields_ and "view_spec" in fields_:
@@ -667,7 +683,10 @@ def sectioned(cfg_or_dict) -> dict:
               "margin_weight": data.pop("margin_weight", None),
               "margin_weight_end": data.pop("margin_weight_end", None),
               "margin_weight_decay_end_epoch": data.pop("margin_decay_end_epoch", None)}
-        teacher = {"checkpt": data.pop("teacher", None), "arch": data.pop("teacher_arch", None),
+        checkpt = data.pop("teacher", None)
+        if isinstance(checkpt, list) and len(checkpt) == 1:
+            checkpt = checkpt[0]  # one teacher: written as people write it
+        teacher = {"checkpt": checkpt, "arch": data.pop("teacher_arch", None),
                    "teacher_input_size": data.pop("teacher_input_size", None),
                    "pretrained": data.pop("teacher_pretrained", None),
                    "temperature": data.pop("temperature", None)}
@@ -700,8 +719,31 @@ def dump_yaml(cfg_or_sweep) -> str:
 # ---------------------------------------------------------------------------------------
 # Flags
 
+class _Once(argparse.Action):
+    """A flag that takes one value: given twice, it is refused (argparse would keep the last
+    one silently). Repeatable settings (--teacher, --view) append instead."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        _refuse_twice(self, namespace, values)
+        setattr(namespace, self.dest, values)
+
+
+class _OnceBool(argparse.BooleanOptionalAction):
+    def __call__(self, parser, namespace, values, option_string=None):
+        if hasattr(namespace, self.dest):
+            raise argparse.ArgumentError(self, "given twice: give one of " + " / ".join(self.option_strings))
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _refuse_twice(action, namespace, value) -> None:
+    if hasattr(namespace, action.dest):  # every default is SUPPRESS: present = given before
+        raise argparse.ArgumentError(action, f"given twice ({getattr(namespace, action.dest)}, then "
+                                             f"{value}); it takes one value: give it once")
+
+
 def add_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per field; every default is SUPPRESS so only what the user typed overrides."""
+    """One flag per field; every default is SUPPRESS so only what the user typed overrides.
+    A flag given twice is refused, except the repeatable ones (action append)."""
     types_ = _field_types(cls)
     defaults = cls()
     sweeps = cls is DistillConfig
@@ -719,17 +761,16 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_)
+            parser.add_argument(flag, action=_OnceBool, default=argparse.SUPPRESS, help=help_)
         elif meta.get("action") == "append":
             parser.add_argument(flag, action="append", metavar=meta.get("metavar"),
                                 default=argparse.SUPPRESS, help=help_)
         elif base is list:
             parser.add_argument(flag, nargs=meta.get("nargs", "+"), metavar=meta.get("metavar"),
-                                default=argparse.SUPPRESS, help=help_)
+                                action=_Once, default=argparse.SUPPRESS, help=help_)
         else:
             typ = str if sweeps else base  # resolve_sweep reads lists ("0.5,0.55") and numbers
-            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=help_,
+            parser.add_argument(flag, type=typ, action=_Once, default=argparse.SUPPRESS, help=help_,
                                 metavar=f.name.upper())
     parser.add_argument("--config", dest="_config", default=None, metavar="FILE.yaml",
                         help="YAML file of settings; flags given here win")
@@ -770,5 +811,5 @@ def given_flags(cfg, names=None) -> list[str]:
 
 def require(cfg, *names: str) -> None:
     for name in names:
-        if getattr(cfg, name) in (None, ""):
+        if getattr(cfg, name) in (None, "", []):
             raise UserError(f"--{name.replace('_', '-')} is required")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -27,15 +28,45 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> None:
             m.momentum = momentum
 
 
-def imagenet_state_dict(arch: str) -> dict:
-    """torchvision's ImageNet weights through its weights API, or one clear line offline."""
+def imagenet_weights_file(arch: str) -> tuple[object, Path]:
+    """torchvision's default ImageNet weights of `arch` and the file its weights API reads
+    them from: $TORCH_HOME/hub/checkpoints/<the file of the weights' url> (torch.hub)."""
     import torchvision
-    weights = torchvision.models.get_model_weights(arch).DEFAULT
     try:
-        return weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as e:  # URLError, OSError, hash mismatch: all mean "not available here"
-        raise UserError(f"cannot download ImageNet weights for {arch} ({type(e).__name__}); "
-                        f"start from a local checkpoint with --init PATH instead") from None
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        raise UserError(f"torchvision has no pretrained weights for --arch {arch}; drop --pretrained") from None
+    name = os.path.basename(urlparse(weights.url).path)
+    return weights, Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def ensure_imagenet_weights(arch: str) -> Path:
+    """The file of `arch`'s ImageNet weights in torchvision's cache, downloaded when missing:
+    checked before a run records anything, so that offline it stops with the one line."""
+    weights, path = imagenet_weights_file(arch)
+    if not path.is_file():
+        imagenet_state_dict(arch)
+    return path
+
+
+def imagenet_state_dict(arch: str) -> dict:
+    """torchvision's ImageNet weights through its weights API (torch.hub's cache under
+    TORCH_HOME, downloaded when missing and the network allows), or one clear line naming
+    the file to place and where."""
+    import contextlib
+    import sys
+    weights, path = imagenet_weights_file(arch)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub says "Downloading" on stdout
+            return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except Exception as e:  # URLError, OSError, hash mismatch, an unreadable file
+        if path.is_file():
+            raise UserError(f"{path} ({weights}) is not readable ({type(e).__name__}): delete it "
+                            f"and place the file from {weights.url} there again") from None
+        raise UserError(f"ImageNet weights for {arch} are not in torchvision's cache and cannot be "
+                        f"downloaded ({type(e).__name__}): place {path.name} (from {weights.url}) "
+                        f"in {path.parent} (set TORCH_HOME to use another cache), or start from "
+                        f"a local file with --init PATH") from None
 
 
 def load_matching(model: nn.Module, state: dict) -> int:
@@ -163,6 +194,24 @@ def check_teacher(path, ckpt: dict, *, self_distill: bool = False, arch: str | N
     if pretrained is not None and have is not None and bool(have) != pretrained:
         raise UserError(f"teacher pretrained is {str(pretrained).lower()} in the config but {path} "
                         f"was trained with pretrained {str(bool(have)).lower()}")
+
+
+def check_ensemble(paths: list, ckpts: list[dict], shas: list[str]) -> None:
+    """The members of a teacher ensemble: each checkpoint once (by sha256), and one set of
+    classes and one input normalisation among them (their probabilities are averaged)."""
+    seen: dict[str, str] = {}
+    for path, sha in zip(paths, shas):
+        if sha in seen:
+            raise UserError(f"--teacher {path} is the same checkpoint as --teacher {seen[sha]} "
+                            f"(sha256 {sha[:12]}): give each member of the ensemble once")
+        seen[sha] = str(path)
+    for what, key in (("classes", "classes"), ("input normalisation", "normalization")):
+        first = ckpts[0].get(key)
+        for path, ckpt in zip(paths[1:], ckpts[1:]):
+            if ckpt.get(key) != first:
+                raise UserError(f"ensemble members disagree on {what}: {paths[0]} has {first}, "
+                                f"{path} has {ckpt.get(key)}; an ensemble averages the probabilities "
+                                f"of models of one kind")
 
 
 def model_from_checkpoint(path, *, arch: str | None = None, input_size: int | None = None,

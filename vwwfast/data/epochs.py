@@ -10,6 +10,12 @@ seen exactly once per epoch, none twice. Ranks may therefore differ by one sampl
 one batch): a trainer that runs collectives per step must agree on the step count (e.g.
 every rank runs `steps_per_rank(...)` steps, the short ones repeating a sample in their
 last batch, or dropping the last partial batch everywhere).
+
+A run with `--train-limit N` trains on a subset (`train_subset`): the first N samples of one
+seeded permutation, so the subset of a larger N holds every sample of a smaller one (a
+learning curve adds data, never swaps it). Its epochs permute the subset only
+(`subset_order`); without a limit the subset is every sample and the orders are
+`epoch_order`'s.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from vwwfast.data.views import sample_keys
+from vwwfast.errors import UserError
 
 _EPOCH_STREAM = 0x45504F4348  # keeps epoch orders apart from view streams of the same seed
+_SUBSET_STREAM = 0x535542534554  # the subset's permutation: apart from every epoch's
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -27,6 +35,25 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
         return np.arange(n, dtype=np.int64)
     keys = sample_keys(seed, _EPOCH_STREAM + epoch, np.arange(n))
     return np.argsort(keys, kind="stable").astype(np.int64)
+
+
+def train_subset(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """int64 [min(limit, n)], sorted: the training samples a run with --train-limit `limit`
+    trains on, a pure function of (n, limit, seed); every sample when limit is None. Nested:
+    the subset of a larger limit (same n and seed) holds the subset of a smaller one."""
+    if limit is None:
+        return np.arange(n, dtype=np.int64)
+    if limit > n:
+        raise UserError(f"--train-limit {limit} is more than the {n} training samples of the shards; "
+                        f"give at most {n}, or drop it to train on every sample")
+    keys = sample_keys(seed, _SUBSET_STREAM, np.arange(n))
+    return np.sort(np.argsort(keys, kind="stable")[:limit]).astype(np.int64)
+
+
+def subset_order(subset: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of one epoch over `subset` (each of its samples once, no other):
+    `epoch_order` of the subset's positions, so a full subset gives `epoch_order` itself."""
+    return np.asarray(subset, dtype=np.int64)[epoch_order(len(subset), seed, epoch)]
 
 
 def rank_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -134,8 +134,10 @@ def quantize_onnx(float_path: Path, path: Path, calib: np.ndarray, meta: dict) -
 def calibration_views(shards, config: dict, n: int, device, size: int) -> np.ndarray:
     """`n` training views [n, 3, size, size] (normalised, float32), rendered as the run
     rendered them: its view parameters of epoch 1 (then 2, ... when n exceeds the split),
-    its renderer settings, a seeded choice of samples. Mixed views (mixup / cutmix) are
-    calibrated unmixed: the deployed model sees single images, not blends."""
+    its renderer settings, a seeded choice of the samples it trained on (its --train-limit
+    subset, if any). Mixed views (mixup / cutmix) are calibrated unmixed: the deployed
+    model sees single images, not blends."""
+    from vwwfast.data.epochs import train_subset
     from vwwfast.data.mixing import unmixed
     from vwwfast.data.split import SplitData
     from vwwfast.teach.teacher import run_train_views
@@ -151,7 +153,10 @@ def calibration_views(shards, config: dict, n: int, device, size: int) -> np.nda
             if len(params) != len(data):
                 raise UserError(f"the run's training views are for {len(params)} samples, "
                                 f"{shards.root} has {len(data)}: export with the run's shards")
-            idx = np.sort(rng.permutation(len(data))[:left])
+            lseed = config.get("train_limit_seed")
+            pool = train_subset(len(data), config.get("train_limit"),
+                                config.get("seed", 0) if lseed is None else lseed)
+            idx = np.sort(pool[rng.permutation(len(pool))[:left]])  # samples the run trained on
             for x, _, _ in data.batches(idx, params, 256):
                 chunks.append(x.float().cpu().numpy())
             left -= len(idx)

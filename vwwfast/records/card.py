@@ -113,20 +113,14 @@ def _teacher(summary: dict, config: dict, kind: Optional[str]) -> list[str]:
         return ["## Teacher", "", "None: a supervised student (alpha 0)." if not config.get("alpha")
                 else "Not recorded.", ""]
     lines = ["## Teacher", ""]
-    if t.get("run"):
-        acc = t.get("run_val_acc")
-        link = f"../{t['run']}/card.md"
-        lines.append(f"- run: [`{short_id(t['run'])}`]({link})"
-                     + (f", val acc {fmt_metric(acc)}" if acc is not None else ""))
+    if t.get("members"):
+        lines.append(f"An ensemble of {len(t['members'])}: the log of their mean probability.")
+        lines.append("")
+        for k, m in enumerate(t["members"], 1):
+            lines.append(f"- member {k}: {_teacher_run(m)}")
+            lines.append(f"  - {_teacher_checkpoint(m)}")
     else:
-        lines.append("- run: not known (a checkpoint made outside a vwwfast run)")
-    size, trained = t.get("input_size"), t.get("trained_input_size")
-    what = f"{t.get('arch') or '?'}" + (f" at {size} px" if size else "")
-    if trained and size and trained != size:
-        what = f"{t.get('arch') or '?'} trained at {trained} px, run at {size} px"
-    if t.get("role") == "student":
-        what += " (a student's checkpoint: self-distillation)"
-    lines.append(f"- checkpoint: `{t.get('checkpoint') or '?'}` (sha256 {_sha(t.get('sha256'))}), {what}")
+        lines += [f"- run: {_teacher_run(t)}", f"- {_teacher_checkpoint(t)}"]
     if t.get("mode") == "cached":
         store = f"`{t.get('store')}` ({t.get('views')} views, fingerprint {_sha(t.get('store_fingerprint'))})"
         used = "" if t.get("logits_used", True) else "; its logits were not used (alpha 0)"
@@ -136,6 +130,24 @@ def _teacher(summary: dict, config: dict, kind: Optional[str]) -> list[str]:
     elif t.get("mode") == "online":
         lines.append("- logits: online (the teacher ran on every training batch)")
     return lines + [""]
+
+
+def _teacher_run(t: dict) -> str:
+    if not t.get("run"):
+        return "not known (a checkpoint made outside a vwwfast run)"
+    acc = t.get("run_val_acc")
+    return (f"[`{short_id(t['run'])}`](../{t['run']}/card.md)"
+            + (f", val acc {fmt_metric(acc)}" if acc is not None else ""))
+
+
+def _teacher_checkpoint(t: dict) -> str:
+    size, trained = t.get("input_size"), t.get("trained_input_size")
+    what = f"{t.get('arch') or '?'}" + (f" at {size} px" if size else "")
+    if trained and size and trained != size:
+        what = f"{t.get('arch') or '?'} trained at {trained} px, run at {size} px"
+    if t.get("role") == "student":
+        what += " (a student's checkpoint: self-distillation)"
+    return f"checkpoint: `{t.get('checkpoint') or '?'}` (sha256 {_sha(t.get('sha256'))}), {what}"
 
 
 def _export(run: Run) -> list[str]:

@@ -47,6 +47,8 @@ def teacher_short(teacher: Optional[dict]) -> str:
     """The teacher run in short: its short id, else its checkpoint's file (or run folder)."""
     if not teacher:
         return "-"
+    if teacher.get("members"):  # an ensemble: its members, joined
+        return "+".join(teacher_short(m) for m in teacher["members"])
     if teacher.get("run"):
         return short_id(teacher["run"])
     ckpt = teacher.get("checkpoint")
@@ -68,8 +70,21 @@ def run_row(run: Run) -> dict:
             "epochs": c.get("epochs"), "wall_time_s": s.get("wall_time_s"),
             "img_per_s": s.get("img_per_s"), "device": s.get("device"), "sweep": s.get("sweep"),
             "teacher": teacher_short(t) if run.kind == "student" else "-",
-            "teacher_run": (t or {}).get("run"), "teacher_val_acc": (t or {}).get("run_val_acc"),
+            "teacher_run": _teacher_run(t), "teacher_val_acc": _teacher_val_acc(t),
             "config": c, "summary": s}
+
+
+def _teacher_run(t: Optional[dict]) -> Optional[str]:
+    if t and t.get("members"):
+        return "+".join(m.get("run") or "?" for m in t["members"])
+    return (t or {}).get("run")
+
+
+def _teacher_val_acc(t: Optional[dict]):
+    """The teacher run's val accuracy; an ensemble's own, on its store's val view."""
+    if t and t.get("members"):
+        return t.get("val_acc")
+    return (t or {}).get("run_val_acc")
 
 
 def _by_val_acc(rows: list[dict]) -> list[dict]:
@@ -110,6 +125,8 @@ def setting_text(key: str, value, short: bool = True) -> str:
         return "on" if value else "off"
     if key in ("arch", "teacher_arch") and isinstance(value, str):
         return arch_short(value)
+    if key in PATHS and isinstance(value, list):  # several teachers
+        return "+".join(setting_text(key, v) for v in value) or "-"
     if key in PATHS and isinstance(value, str):
         p = Path(value.replace("\\", "/"))
         return short_id(p.parent.name) if p.name in ("model.pt", "last.pt") else p.stem or value

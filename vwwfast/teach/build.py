@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vwwfast import config as C
+from vwwfast.data.constants import CLASSES
 from vwwfast.data.split import SplitData, val_params
 from vwwfast.errors import UserError
 from vwwfast.teach.cache import (
@@ -28,7 +29,7 @@ from vwwfast.teach.cache import (
     describe_difference,
     fingerprint,
 )
-from vwwfast.teach.teacher import teacher_logits
+from vwwfast.teach.teacher import ensemble_logits, who_teaches
 from vwwfast.teach.verify import verify_store
 
 # ---------------------------------------------------------------------------------------
@@ -79,7 +80,7 @@ def _prepare(out: Path, fp: dict, n_views: int, n_train: int, n_val: int, per_sh
         raise _damaged(out, f"it holds {store.num_train} train samples, the shards {n_train}")
     g = zarr.open_group(str(out), mode="r+")
     # the same teacher (sha256) perhaps at a new path, the shards perhaps moved: keep them findable
-    g.attrs.update({"teacher": attrs["teacher"], "shards": attrs["shards"]})
+    g.attrs.update({"teacher": attrs["teacher"], "teachers": attrs["teachers"], "shards": attrs["shards"]})
     if n_views < store.num_views:
         if not store.complete():
             raise UserError(f"{out} {store.state()}: run with --views {store.num_views} to finish "
@@ -101,14 +102,44 @@ def _shard_ranges(shards, split: str) -> list[tuple[int, int]]:
     return [(e["first"], e["count"]) for e in shards.manifest["splits"][split]["shards"]]
 
 
-def _run_ranges(model, data, ranges, params, batch_size, desc):
-    """Teacher logits over whole shards (this rank's), yielding each shard's result."""
+def _run_ranges(groups, ranges, params, batch_size, desc):
+    """Teacher (or ensemble) logits over whole shards (this rank's), yielding each shard's
+    result. groups: [(data, [models])], one per input size."""
     from vwwfast.progress import bar
-    with bar(desc, sum(c for _, c in ranges)) as advance:
+    with bar(desc, sum(c for _, c in ranges) * len(groups)) as advance:
         for first, count in ranges:
             order = np.arange(first, first + count)
-            logits, correct = teacher_logits(model, data, order, params, batch_size, advance)
+            logits, correct = ensemble_logits(groups, order, params, batch_size, advance)
             yield first, count, logits, correct
+
+
+def load_members(paths: list, *, self_distill: bool, device):
+    """The teachers of a store: every checkpoint read (a missing one refused), none a
+    student's unless self_distill, each once, one set of classes and normalisation among
+    them. Returns [(path, model, ckpt, sha256)] sorted by sha256 (the fingerprint's order)."""
+    from vwwfast.files import file_sha256
+    from vwwfast.models import (
+        check_ensemble,
+        check_teacher,
+        load_checkpoint,
+        model_from_checkpoint,
+    )
+    ckpts = [load_checkpoint(p) for p in paths]  # all read before anything is written
+    for p, ckpt in zip(paths, ckpts):
+        check_teacher(p, ckpt, self_distill=self_distill)
+    shas = [file_sha256(p) for p in paths]
+    check_ensemble(paths, ckpts, shas)
+    members = sorted(zip(paths, ckpts, shas), key=lambda m: m[2])
+    return [(p, model_from_checkpoint(p, device=device)[0].to(memory_format=torch.channels_last), ckpt, sha)
+            for p, ckpt, sha in members]
+
+
+def _groups(members, size_of, make):
+    """[(data, [models])]: one rendering per input size, in the members' order."""
+    by_size: dict = {}
+    for path, model, ckpt, sha in members:
+        by_size.setdefault(size_of(ckpt), []).append(model)
+    return [(make(size), models) for size, models in by_size.items()]
 
 
 def cache_teacher(cfg: C.CacheTeacherConfig):
@@ -122,53 +153,66 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
     from vwwfast.data.shards import ShardSet
     from vwwfast.data.views import PARAM_COLUMNS, view_params, view_spec
     from vwwfast.devices import resolve_device
-    from vwwfast.models import check_teacher, describe_teacher, model_from_checkpoint
+    from vwwfast.models import describe_teacher
     from vwwfast.progress import info, print_table, warn
 
     if C.is_given(cfg, "samples"):
         raise UserError("--samples is for --verify STORE (views recomputed); drop it")
     C.require(cfg, "shards", "teacher")
+    if len(cfg.teacher) > 1 and cfg.input_size is not None:
+        raise UserError(f"--input-size {cfg.input_size} with an ensemble: each member runs at the size "
+                        f"it was trained at; drop --input-size")
     device = D.device() if D.active() else resolve_device(cfg.device)
     shards = ShardSet.open(cfg.shards)
-    model, ckpt = model_from_checkpoint(cfg.teacher, device=device)
-    check_teacher(cfg.teacher, ckpt, self_distill=cfg.self_distill)
-    model = model.to(memory_format=torch.channels_last)
-    size = cfg.input_size or ckpt["input_size"]
-    if size != ckpt["input_size"] and D.is_main():
-        warn(f"{cfg.teacher} was trained at {ckpt['input_size']} px and is cached at {size} px; "
-             f"a teacher at a size it was not trained at is usually weaker (the store records both)")
+    members = load_members(cfg.teacher, self_distill=cfg.self_distill, device=device)
+    size_of = lambda ckpt: cfg.input_size or ckpt["input_size"]  # noqa: E731
+    if len(members) == 1:
+        path, _, ckpt, _ = members[0]
+        if size_of(ckpt) != ckpt["input_size"] and D.is_main():
+            warn(f"{path} was trained at {ckpt['input_size']} px and is cached at {size_of(ckpt)} px; "
+                 f"a teacher at a size it was not trained at is usually weaker (the store records both)")
     spec = view_spec(cfg.view_spec, cfg.view)
     if spec.is_plain and C.is_given(cfg, "views") and cfg.views != 1:
         raise UserError(f"a plain view spec has one view (the whole image): drop --views {cfg.views}")
     n_views = 1 if spec.is_plain else cfg.views
-    fp = fingerprint(shards=shards, ckpt_path=cfg.teacher, ckpt=ckpt, input_size=size,
+    described = [{"sha256": sha, "arch": ckpt["arch"], "input_size": size_of(ckpt)}
+                 for _, _, ckpt, sha in members]
+    fp = fingerprint(shards=shards, members=described, normalization=members[0][2]["normalization"],
                      spec=spec, seed=cfg.seed)
-    who = describe_teacher(cfg.teacher, ckpt, fp["teacher_sha256"])
+    whos = [describe_teacher(path, ckpt, sha) for path, _, ckpt, sha in members]
     tag = cfg.view_spec if not spec.non_default(cfg.view_spec) else \
         f"{cfg.view_spec}-{hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode()).hexdigest()[:6]}"
-    out = Path(cfg.out) if cfg.out else default_out(shards.root, ckpt, size, tag, fp["teacher_sha256"])
+    out = Path(cfg.out) if cfg.out else default_out(shards.root, described, tag)
     n, n_val = len(shards.split("train")), len(shards.split("val"))
     per_shard = shards.manifest["options"]["samples_per_shard"]
     attrs = {
         "format_version": FORMAT_VERSION, "fingerprint": fp, "num_views": n_views,
         "views_completed": 0, "val_done": False, "view_spec_name": cfg.view_spec,
-        "param_columns": list(PARAM_COLUMNS), "classes": ["no_person", "person"],
-        "train_view_acc": [], "val_acc": None, "teacher": who,
-        "shards": str(Path(cfg.shards).resolve()),
+        "param_columns": list(PARAM_COLUMNS), "classes": list(members[0][2].get("classes") or CLASSES),
+        "train_view_acc": [], "val_acc": None, "teacher": whos[0] if len(whos) == 1 else None,
+        "teachers": whos, "shards": str(Path(cfg.shards).resolve()),
         "precision": "bf16" if device.type == "cuda" else "fp32",
     }
     if D.is_main():
-        run = f" from {who['role'] or 'the'} run {who['run']}" if who.get("run") else ""
-        acc = f" (val acc {who['run_val_acc']:.4f})" if who.get("run_val_acc") is not None else ""
-        info(f"teacher: {cfg.teacher}: {who['arch']} trained at {who['input_size']} px{run}{acc}; "
-             f"cached at {size} px")
+        if len(whos) == 1:
+            who = whos[0]
+            run = f" from {who['role'] or 'the'} run {who['run']}" if who.get("run") else ""
+            acc = f" (val acc {who['run_val_acc']:.4f})" if who.get("run_val_acc") is not None else ""
+            info(f"teacher: {who['checkpoint']}: {who['arch']} trained at {who['input_size']} px{run}"
+                 f"{acc}; cached at {described[0]['input_size']} px")
+        else:
+            info(f"teachers: {who_teaches({'members': whos})}")
         n_views = _prepare(out, fp, n_views, n, n_val, per_shard, attrs)
     D.barrier()
-    train = SplitData(shards, "train", cfg, device, size)
-    val = SplitData(shards, "val", cfg, device, size)
+    trains = _groups(members, size_of, lambda size: SplitData(shards, "train", cfg, device, size))
+    vals = _groups(members, size_of, lambda size: SplitData(shards, "val", cfg, device, size))
+    train, val = trains[0][0], vals[0][0]
     import zarr
     g = zarr.open_group(str(out), mode="r+")
     rendered = {"train": train.renderer.name, "val": val.renderer.name, "decoded_size": cfg.decoded_size}
+    if len(trains) > 1:  # each input size may render otherwise ('auto'): what --verify uses
+        rendered["sizes"] = {str(d.size): {"train": d.renderer.name, "val": v.renderer.name}
+                             for (d, _), (v, _) in zip(trains, vals)}
     if D.is_main():  # what --verify renders with; a resume on another renderer is said
         old = g.attrs.get("renderer")
         if old is None:
@@ -186,7 +230,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
     for view in range(done, n_views):
         params = view_params(spec, cfg.seed, view, np.arange(n), train.split.heights, train.split.widths)
         correct = 0
-        for first, count, logits, c in _run_ranges(model, train, mine("train"), params,
+        for first, count, logits, c in _run_ranges(trains, mine("train"), params,
                                                    cfg.batch_size, f"teacher view {view + 1}/{n_views}"):
             arr["train/params"][view, first:first + count] = params[first:first + count]
             arr["train/logits"][view, first:first + count] = logits.astype(np.float16)
@@ -200,7 +244,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
     if not g.attrs["val_done"]:
         vparams = val_params(val.split, False)
         correct = 0
-        for first, count, logits, c in _run_ranges(model, val, mine("val"), vparams,
+        for first, count, logits, c in _run_ranges(vals, mine("val"), vparams,
                                                    cfg.batch_size, "teacher val"):
             arr["val/logits"][first:first + count] = logits.astype(np.float16)
             correct += c
@@ -208,8 +252,8 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
         if D.is_main():
             g.attrs.update({"val_done": True, "val_acc": correct / max(len(val), 1)})
         D.barrier()
-    train.close()
-    val.close()
+    for data, _ in trains + vals:
+        data.close()
     if not D.is_main():
         return out
     store = TeacherCache(out)

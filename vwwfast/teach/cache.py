@@ -5,6 +5,10 @@ Layout: train/params float32 [E, N, P], train/logits float16 [E, N, C], val/logi
 [N_val, C]; attributes hold the fingerprint of everything that determines the numbers, the
 teacher that made them (checkpoint path, arch, run) and how far the store got.
 
+A store of an ensemble (several teachers) holds the log of the members' mean probability
+(`ENSEMBLE`): softmax of it is that mean. Its fingerprint names every member (sha256,
+arch, input size); their checkpoint paths and runs are attributes (`teachers`).
+
 Trust: every chunk ends with a crc32c checksum (zarr's Crc32cCodec, after zstd), so a
 flipped byte or a truncated chunk is an error when read, never a wrong number; the chunks a
 reader needs are listed once when the store is opened, so a missing chunk is an error too
@@ -35,28 +39,53 @@ _ATTRS = ("fingerprint", "num_views", "views_completed", "val_done", "view_spec_
           "param_columns", "classes", "train_view_acc", "val_acc")
 
 
-def fingerprint(*, shards, ckpt_path, ckpt: dict, input_size: int, spec, seed: int) -> dict:
-    from vwwfast.files import file_sha256
-    return {
+# What an ensemble store's logits are: log of the members' mean probability, so that
+# softmax of them is that mean (and softmax(z / T) the tempered mean).
+ENSEMBLE = "log_mean_probability"
+
+
+def fingerprint(*, shards, members: list[dict], normalization, spec, seed: int) -> dict:
+    """Everything that determines a store's numbers. members: [{sha256, arch, input_size}],
+    one per teacher, sorted by sha256 (an ensemble given in any order is the same store).
+    One teacher keeps the keys it always had, so its stores stay valid."""
+    common = {
         "shards_content_hash": shards.content_hash,
-        "teacher_sha256": file_sha256(ckpt_path),
-        "teacher_arch": ckpt["arch"],
-        "teacher_input_size": input_size,
         "interpolation": INTERPOLATION,
         "rendering": RENDERING,  # a change of the renderers' maths changes the logits
-        "normalization": ckpt["normalization"],
+        "normalization": normalization,
         "view_spec": spec.to_dict(),
         "seed": seed,
         "vwwfast_version": __version__,
     }
+    if len(members) == 1:
+        m = members[0]
+        return {"teacher_sha256": m["sha256"], "teacher_arch": m["arch"],
+                "teacher_input_size": m["input_size"], **common}
+    return {"teachers": [{k: m[k] for k in ("sha256", "arch", "input_size")} for m in members],
+            "ensemble": ENSEMBLE, **common}
+
+
+def members_of(fp: dict) -> list[dict]:
+    """[{sha256, arch, input_size}] of a fingerprint: one for a teacher, K for an ensemble."""
+    if "teachers" in fp:
+        return [dict(m) for m in fp["teachers"]]
+    return [{"sha256": fp["teacher_sha256"], "arch": fp["teacher_arch"],
+             "input_size": fp["teacher_input_size"]}]
 
 
 def describe_difference(want: dict, have: dict) -> str:
     names = {"shards_content_hash": "shards", "teacher_sha256": "teacher checkpoint",
              "teacher_arch": "teacher arch", "teacher_input_size": "teacher input size",
+             "teachers": "teacher ensemble", "ensemble": "ensemble rule",
              "view_spec": "view spec", "seed": "view seed", "interpolation": "interpolation",
              "normalization": "normalisation", "vwwfast_version": "vwwfast version"}
-    diff = [names.get(k, k) for k in want if want.get(k) != have.get(k)]
+    if ("teachers" in want) != ("teachers" in have):
+        k = lambda fp: f"an ensemble of {len(fp['teachers'])}" if "teachers" in fp else "one teacher"  # noqa: E731
+        teacher = [f"teacher ({k(have)} in the store, {k(want)} here)"]
+        keys = [k_ for k_ in want if k_ in have and not k_.startswith("teacher")]
+    else:
+        teacher, keys = [], list(want)
+    diff = teacher + [names.get(k, k) for k in keys if want.get(k) != have.get(k)]
     return ", ".join(diff) or "nothing"
 
 
@@ -174,8 +203,25 @@ class TeacherCache:
     def teacher(self) -> dict | None:
         """`models.describe_teacher` of the checkpoint that made the store: checkpoint path,
         arch, input_size (the size it was trained at), role, run, run_val_acc, epoch,
-        pretrained, sha256."""
+        pretrained, sha256. None for an ensemble (see `teachers`)."""
         return self.attrs.get("teacher")
+
+    @property
+    def members(self) -> list[dict]:
+        """[{sha256, arch, input_size}] from the fingerprint: one teacher, or each member."""
+        return members_of(self.fingerprint)
+
+    @property
+    def ensemble(self) -> bool:
+        return "teachers" in self.fingerprint
+
+    @property
+    def teachers(self) -> list[dict]:
+        """`models.describe_teacher` of each member, in the fingerprint's order (as recorded
+        by cache-teacher; empty when the store does not say)."""
+        if self.attrs.get("teachers"):
+            return list(self.attrs["teachers"])
+        return [self.attrs["teacher"]] if self.attrs.get("teacher") else []
 
     @property
     def num_train(self) -> int:
@@ -183,19 +229,22 @@ class TeacherCache:
 
     def finish_command(self, views: int | None = None) -> str:
         """The cache-teacher command that resumes (or extends) this store."""
-        who, fp = self.teacher or {}, self.fingerprint
-        base = self.attrs["view_spec_name"]
-        args = ["vwwfast", "cache-teacher", "--shards", self.attrs.get("shards") or "SHARDS",
-                "--teacher", who.get("checkpoint") or "TEACHER.pt"]
+        fp, base = self.fingerprint, self.attrs["view_spec_name"]
+        whos = {w.get("sha256"): w for w in self.teachers}
+        args = ["vwwfast", "cache-teacher", "--shards", self.attrs.get("shards") or "SHARDS"]
+        for k, m in enumerate(self.members):
+            name = f"TEACHER{k + 1}.pt" if self.ensemble else "TEACHER.pt"
+            args += ["--teacher", (whos.get(m["sha256"]) or {}).get("checkpoint") or name]
+        who = self.teacher or {}
         if base != "default":
             args += ["--view-spec", base]
         for k, v in self.spec.non_default(base).items():
             args += ["--view", f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"]
         if self.seed:
             args += ["--seed", str(self.seed)]
-        if fp["teacher_input_size"] != who.get("input_size"):
+        if not self.ensemble and fp["teacher_input_size"] != who.get("input_size"):
             args += ["--input-size", str(fp["teacher_input_size"])]
-        if who.get("role") == "student":
+        if any(w.get("role") == "student" for w in self.teachers):
             args += ["--self-distill"]
         args += ["--views", str(views or self.num_views), "--out", str(self.path)]
         return shlex.join(args)
@@ -255,6 +304,13 @@ class TeacherCache:
         return self.read("val/logits")
 
 
-def default_out(shards_root: Path, ckpt: dict, input_size: int, spec_name: str, sha: str) -> Path:
+def default_out(shards_root: Path, members: list[dict], spec_name: str) -> Path:
+    """<shards>/teacher-<arch><size>-<spec>-<sha8>.zarr, or for an ensemble
+    teacher-ens<K>-<arch><size>-...-<spec>-<sha8 of the members' sha256s>.zarr."""
     from vwwfast.provenance import arch_short
-    return shards_root / f"teacher-{arch_short(ckpt['arch'])}-{input_size}-{spec_name}-{sha[:8]}.zarr"
+    if len(members) == 1:
+        m = members[0]
+        return shards_root / f"teacher-{arch_short(m['arch'])}-{m['input_size']}-{spec_name}-{m['sha256'][:8]}.zarr"
+    who = "-".join(f"{arch_short(m['arch'])}{m['input_size']}" for m in members)
+    sha = hashlib.sha256("".join(m["sha256"] for m in members).encode()).hexdigest()
+    return shards_root / f"teacher-ens{len(members)}-{who}-{spec_name}-{sha[:8]}.zarr"

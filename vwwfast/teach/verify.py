@@ -13,7 +13,7 @@ from vwwfast import config as C
 from vwwfast.data.split import SplitData, val_params
 from vwwfast.errors import UserError
 from vwwfast.teach.cache import TeacherCache
-from vwwfast.teach.teacher import teacher_logits
+from vwwfast.teach.teacher import ensemble_logits
 
 # ---------------------------------------------------------------------------------------
 # Verifying: `vwwfast cache-teacher --verify STORE`
@@ -46,7 +46,6 @@ def verify_store(cfg) -> dict:
     from vwwfast.data.shards import ShardSet
     from vwwfast.data.views import view_params
     from vwwfast.devices import resolve_device
-    from vwwfast.files import file_sha256
     from vwwfast.models import model_from_checkpoint
     from vwwfast.progress import bar, out, print_table
 
@@ -56,7 +55,7 @@ def verify_store(cfg) -> dict:
     if fixed:
         raise UserError(f"--verify checks a store as it was made; drop {', '.join(fixed)}")
     store = TeacherCache(cfg.verify)
-    fp, done, val_done = store.fingerprint, store.views_completed, bool(store.attrs["val_done"])
+    done, val_done = store.views_completed, bool(store.attrs["val_done"])
     if done == 0 and not val_done:
         raise UserError(f"{store.path} holds no finished view yet: nothing to verify")
     where = cfg.shards or store.attrs.get("shards")
@@ -66,15 +65,7 @@ def verify_store(cfg) -> dict:
         raise UserError(f"{store.path} does not say where its shards are: pass --shards DIR")
     shards = ShardSet.open(where)
     store.check_shards(shards)
-    teacher = cfg.teacher or (store.teacher or {}).get("checkpoint")
-    if not teacher or not Path(teacher).is_file():
-        raise UserError(f"the teacher of {store.path} ({teacher or 'not recorded'}) is not there: "
-                        f"pass --teacher with its checkpoint (sha256 {fp['teacher_sha256'][:12]}...)")
-    sha = file_sha256(teacher)
-    if sha != fp["teacher_sha256"]:
-        raise UserError(f"{teacher} (sha256 {sha[:12]}...) is not the teacher of {store.path} "
-                        f"({fp['teacher_sha256'][:12]}...); pass the checkpoint it was made with")
-
+    paths = _member_paths(cfg, store)
     # 1. every chunk read: each checksum checked
     params, logits = store.params()[:done], store.logits()[:done]
     stored_val = store.val_logits() if val_done else None
@@ -92,30 +83,36 @@ def verify_store(cfg) -> dict:
     rcfg = dataclasses.replace(cfg, decoded_size=cfg.decoded_size if C.is_given(cfg, "decoded_size")
                                else rec.get("decoded_size", cfg.decoded_size))
     device = resolve_device(cfg.device)
-    model, _ = model_from_checkpoint(teacher, device=device)
-    model = model.to(memory_format=torch.channels_last)
-    size = fp["teacher_input_size"]
+    by_size: dict = {}  # the members that share an input size share its rendering, as when made
+    for m, path in zip(store.members, paths):
+        model, _ = model_from_checkpoint(path, device=device)
+        by_size.setdefault(m["input_size"], []).append(model.to(memory_format=torch.channels_last))
     how = "fp32" if store.attrs.get("precision") == "fp32" and device.type == "cpu" else "bf16 or another device"
     rng = np.random.default_rng(0)  # the same command checks the same samples
     rows, failures = [], []
 
     def check(name, split_name, todo):
         """todo: [(params [N, P], indices, stored logits [len(indices), C])]."""
-        r = dataclasses.replace(rcfg, renderer=rcfg.renderer if C.is_given(cfg, "renderer")
-                                else rec.get(split_name, cfg.renderer))
-        data = SplitData(shards, split_name, r, device, size)
+        groups = []
+        for size, models in by_size.items():
+            made = (rec.get("sizes") or {}).get(str(size)) or rec
+            r = dataclasses.replace(rcfg, renderer=rcfg.renderer if C.is_given(cfg, "renderer")
+                                    else made.get(split_name, cfg.renderer))
+            groups.append((SplitData(shards, split_name, r, device, size), models))
+        data = groups[0][0]
         diffs, excess, agree, over = [], [], 0, 0
         try:
-            with bar(f"verify {name}", sum(len(i) for _, i, _ in todo)) as advance:
+            with bar(f"verify {name}", sum(len(i) for _, i, _ in todo) * len(groups)) as advance:
                 for p, idx, want in todo:
-                    z, _ = teacher_logits(model, data, idx, p, cfg.batch_size, advance, exact=True)
+                    z, _ = ensemble_logits(groups, idx, p, cfg.batch_size, advance, exact=True)
                     d = np.abs(z - want.astype(np.float32))
                     diffs.append(d.max(axis=1))
                     excess.append(np.clip(d - _allowed(want, how, rounding_only=True), 0, None).max(axis=1))
                     over += int((d > _allowed(want, how)).any(axis=1).sum())
                     agree += int((z.argmax(1) == want.astype(np.float32).argmax(1)).sum())
         finally:
-            data.close()
+            for d, _ in groups:
+                d.close()
         d = np.concatenate(diffs) if diffs else np.zeros(0)
         total, worst = len(d), float(d.max(initial=0.0))
         median = float(np.median(d)) if total else 0.0
@@ -145,7 +142,8 @@ def verify_store(cfg) -> dict:
                            f"and seed {store.seed} (by up to {param_diff:.3g})")
     if not finite:
         failures.insert(0, "stored logits hold NaN or infinite values")
-    print_table(f"verify {store.path} ({store.state()}; teacher {teacher})",
+    who = f"teacher {paths[0]}" if len(paths) == 1 else f"ensemble of {', '.join(paths)}"
+    print_table(f"verify {store.path} ({store.state()}; {who})",
                 ["what", "samples", "median |logit diff|", "largest", "argmax agrees", f"beyond rounding ({how})",
                  "renderer"],
                 rows)
@@ -155,5 +153,39 @@ def verify_store(cfg) -> dict:
     if failures:
         raise UserError(f"{store.path}: {'; '.join(failures)}: it does not hold what its fingerprint "
                         f"says; delete it and run `vwwfast cache-teacher` again")
-    out.print(f"OK: {store.path} holds teacher {Path(teacher).name}'s logits")
+    names = ", ".join(Path(p).name for p in paths)
+    out.print(f"OK: {store.path} holds {'teacher ' + names if len(paths) == 1 else 'the ensemble of ' + names}'s "
+              f"logits")
     return {"ok": True, "param_diff": param_diff, "rows": rows}
+
+
+def _member_paths(cfg, store) -> list[str]:
+    """The checkpoint of each member (in the fingerprint's order): a --teacher whose sha256
+    is the member's, else the path the store recorded; one that is not there, or not the
+    member, is refused."""
+    from vwwfast.files import file_sha256
+    members, whos = store.members, {w.get("sha256"): w for w in store.teachers}
+    given = {}
+    for path in cfg.teacher or []:
+        if not Path(path).is_file():
+            raise UserError(f"teacher checkpoint not found: {path}")
+        sha = file_sha256(path)
+        if sha not in {m["sha256"] for m in members}:
+            what = (f"the teacher of {store.path} ({members[0]['sha256'][:12]}...)" if len(members) == 1
+                    else f"a member of {store.path}'s ensemble")
+            raise UserError(f"{path} (sha256 {sha[:12]}...) is not {what}; pass the checkpoint it was "
+                            f"made with")
+        given[sha] = path
+    paths = []
+    for m in members:
+        sha = m["sha256"]
+        path = given.get(sha) or (whos.get(sha) or {}).get("checkpoint")
+        whose = "the teacher" if len(members) == 1 else "a member"
+        if not path or not Path(path).is_file():
+            raise UserError(f"{whose} of {store.path} ({path or 'not recorded'}) is not there: "
+                            f"pass --teacher with its checkpoint (sha256 {sha[:12]}...)")
+        if sha not in given and file_sha256(path) != sha:
+            raise UserError(f"{path} is no longer {whose} of {store.path} (sha256 {sha[:12]}...): pass "
+                            f"--teacher with the checkpoint it was made with")
+        paths.append(path)
+    return paths

@@ -10,6 +10,7 @@ from vwwfast import config as C
 from vwwfast import distributed as D
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
+from vwwfast.models import ensure_imagenet_weights
 from vwwfast.progress import info, result
 from vwwfast.records.runs import SweepRecord, resolve_run
 from vwwfast.records.table import print_sweep
@@ -48,7 +49,14 @@ def _resolve_all(cfgs: list) -> list:
     store = TS.open_store(base.cache) if cached else None
     needs = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
     TS.refuse_unused_teacher(base, needs)
-    return [TS.resolve_settings(c, store) for c in cfgs]
+    resolved = [TS.resolve_settings(c, store) for c in cfgs]
+    if base.train_limit is not None:  # more than the shards hold: refused before any record
+        from vwwfast.data.epochs import train_subset
+        from vwwfast.data.shards import ShardSet
+        train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
+    for arch in sorted({c.arch for c in resolved if c.pretrained}):
+        ensure_imagenet_weights(arch)  # offline: one line, before any record is made
+    return resolved
 
 
 def train_teacher(cfg: C.TrainConfig) -> dict:

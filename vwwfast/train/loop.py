@@ -22,7 +22,7 @@ import torch
 
 from vwwfast import config as C
 from vwwfast import distributed as D
-from vwwfast.data.epochs import epoch_order, steps_per_rank
+from vwwfast.data.epochs import steps_per_rank, subset_order, train_subset
 from vwwfast.data.shards import ShardSet
 from vwwfast.data.split import SplitData
 from vwwfast.devices import device_name, resolve_device
@@ -74,7 +74,7 @@ def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs") -> 
     student's epoch record (metrics.jsonl) and val metrics."""
     source, train, steps, B = inputs.source, inputs.train, inputs.steps, base.batch_size
     params = source.views(epoch)
-    order = D.rank_part(epoch_order(len(train), base.seed, epoch - 1))
+    order = D.rank_part(subset_order(inputs.subset, base.seed, epoch - 1))  # BN settles on it too
     for s in students:
         s.begin_epoch(epoch)
     t0 = time.perf_counter()
@@ -113,7 +113,8 @@ def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs") -> 
 
 class Inputs:
     """What every student of a pass shares: the device, the shards, where views and teacher
-    logits come from (teach.teacher), the rendered train and val splits, an epoch's steps."""
+    logits come from (teach.teacher), the rendered train and val splits, the training subset
+    and an epoch's steps."""
 
     def __init__(self, base, cfgs: list):
         self.source = self.train = self.val = None
@@ -127,7 +128,10 @@ class Inputs:
             self.source = TS.make_source(base, shards, device, needs_teacher=needs_teacher)
             self.train = SplitData(shards, "train", base, device, base.input_size)
             self.val = SplitData(shards, "val", base, device, base.input_size)
-            self.steps = _steps(len(self.train), base.batch_size)
+            # the samples trained on: every one without --train-limit
+            self.subset = train_subset(len(self.train), base.train_limit, base.seed
+                                       if base.train_limit_seed is None else base.train_limit_seed)
+            self.steps = _steps(len(self.subset), base.batch_size)
             self.fingerprints = TS.source_fingerprints(self.source, shards)
         except BaseException:
             self.close()
@@ -236,12 +240,7 @@ def teacher_line(t: dict | None) -> str:
     """Which model teaches, said once when a run starts."""
     if not t:
         return "teacher: none (supervised)"
-    who = f"{t.get('arch')} at {t.get('input_size')} px"
-    if t.get("role") == "student":
-        who += ", a STUDENT's checkpoint (--self-distill)"
-    if t.get("run"):
-        acc = t.get("run_val_acc")
-        who += f", run {t['run']}" + (f" (val acc {acc:.4f})" if acc is not None else "")
+    who = TS.who_teaches(t)
     if t.get("mode") == "cached":
         used = "" if t.get("logits_used", True) else "; only its views are used (alpha 0)"
         return f"teacher: cached in {t['store']} ({t.get('views')} views): {who}{used}"
