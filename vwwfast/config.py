@@ -74,6 +74,14 @@ class ShardConfig:
     split: str = opt("minival", "COCO split rule: 'minival' (VWW paper) or 'coco' (train2014/val2014)",
                      choices=("minival", "coco"))
     image_folder: Optional[str] = opt(None, "folder with person/ and non_person/ subfolders", path=True)
+    wake_vision: Optional[str] = opt(None, "Wake Vision folder: its CSVs beside the .tar.gz archives "
+                                           "(read in place, streamed) or the extracted JPEGs", path=True)
+    wake_vision_train: str = opt("quality", "Wake Vision training labels: 'quality' (~1.2M images, "
+                                            "box-derived labels) or 'large' (~5.76M, image-level labels)",
+                                 choices=("quality", "large"))
+    allow_damaged: bool = opt(False, "Wake Vision: shard the images read before the damage in a "
+                                     "truncated or corrupt archive (listed in the manifest) instead "
+                                     "of stopping")
     val_fraction: float = opt(0.1, "share of --image-folder held out for val (seeded); not used with --val-folder",
                               gt=0, lt=1)
     val_folder: Optional[str] = opt(None, "a separate person/ + non_person/ folder used as val", path=True)
