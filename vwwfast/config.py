@@ -219,14 +219,19 @@ class EvalConfig(RenderSettings):
     checkpoint: str = opt("", "a run folder or short id, a checkpoint (.pt), or an exported .onnx / "
                               ".tflite file", positional=True, path=True)
     shards: str = opt("", "shard folder written by `vwwfast shard` (default: the run's)", path=True)
-    split: str = opt("val", "split to evaluate: 'val' or 'train'", choices=("val", "train"))
+    split: str = opt("val", "split to evaluate: 'val', 'test' (when the shards have one) or 'train'",
+                     choices=("val", "test", "train"))
+    benchmark: bool = opt(False, "also the Wake Vision benchmark subsets (n and accuracy each) and "
+                                 "precision / recall / F1 of the main set")
     input_size: Optional[int] = opt(None, "evaluate at this size instead of the model's own", lo=8)
     json: Optional[str] = opt(None, "also write the result to this JSON file", path=True)
     predictions: Optional[str] = opt(None, "write one CSV line per sample to this file", path=True)
     errors: Optional[str] = opt(None, "write a contact sheet of the most confident mistakes to this PNG",
                                 path=True)
     batch_size: int = opt(256, "evaluation batch size", lo=1)
-    center_crop: bool = opt(False, "evaluate on a centre crop instead of the whole image")
+    center_crop: Optional[bool] = opt(None, "evaluate on the centred square crop instead of the whole "
+                                            "image; unset = the shard set's choice (the crop for Wake "
+                                            "Vision, else the whole image)")
     runs_dir: str = opt("runs", "folder that holds run folders (for short ids)", path=True)
 
 
