@@ -139,8 +139,10 @@ class TrainConfig(RenderSettings):
                      metavar="KEY=VALUE")
     view_seed: Optional[int] = opt(None, "seed of the training views; unset = --seed, or the teacher "
                                          "cache's", short="vseed")
-    val_center_crop: bool = opt(False, "validate on a centre crop instead of the whole image",
-                                short="ccrop")
+    val_center_crop: Optional[bool] = opt(None, "validate on the centred square crop instead of the "
+                                                "whole image; unset = the shard set's choice (the "
+                                                "crop for Wake Vision, whose labels were made on it; "
+                                                "else the whole image)", short="ccrop")
     pretrained: bool = opt(False, "start from torchvision's ImageNet weights (needs them downloaded)",
                            sweep=True, short="pretr")
     init: Optional[str] = opt(None, "start from this local checkpoint: a vwwfast .pt or a torchvision "
