@@ -119,7 +119,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
     if cfg.verify:
         return verify_store(cfg)
     from vwwfast import distributed as D
-    from vwwfast.data.shards import ShardSet
+    from vwwfast.data.shards import ShardSet, view_defaults, with_shard_views
     from vwwfast.data.views import PARAM_COLUMNS, view_params, view_spec
     from vwwfast.devices import resolve_device
     from vwwfast.models import check_teacher, describe_teacher, model_from_checkpoint
@@ -137,7 +137,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
     if size != ckpt["input_size"] and D.is_main():
         warn(f"{cfg.teacher} was trained at {ckpt['input_size']} px and is cached at {size} px; "
              f"a teacher at a size it was not trained at is usually weaker (the store records both)")
-    spec = view_spec(cfg.view_spec, cfg.view)
+    spec = view_spec(cfg.view_spec, with_shard_views(shards.manifest, cfg.view))
     if spec.is_plain and C.is_given(cfg, "views") and cfg.views != 1:
         raise UserError(f"a plain view spec has one view (the whole image): drop --views {cfg.views}")
     n_views = 1 if spec.is_plain else cfg.views
@@ -198,7 +198,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
             g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
         D.barrier()
     if not g.attrs["val_done"]:
-        vparams = val_params(val.split, False)
+        vparams = val_params(val.split, view_defaults(shards.manifest)["val_center_crop"])
         correct = 0
         for first, count, logits, c in _run_ranges(model, val, mine("val"), vparams,
                                                    cfg.batch_size, "teacher val"):
