@@ -353,6 +353,21 @@ def test_bad_csv_is_one_line(wv, tmp_path, capsys, problem):
         assert "line 2" in err[0] and "'yes'" in err[0]
 
 
+def test_a_name_in_two_csvs_is_kept_in_test_then_val_never_trained_on():
+    from vwwfast.data.sources.wake_vision import SPLITS, CsvTable, merge_tables
+    t = lambda split, file, names, persons: CsvTable(  # noqa: E731
+        split, file, ["person"], np.array(names, dtype=bytes), np.array(persons, np.int8)[:, None])
+    labels = merge_tables({"train": t("train", "tr.csv", [b"a", b"b", b"c", b"a"], [1, 0, 1, 0]),
+                           "val": t("val", "va.csv", [b"b", b"d"], [1, 1]),
+                           "test": t("test", "te.csv", [b"c", b"b"], [0, 0])})
+    where = {n.decode(): (SPLITS[s], int(r)) for n, s, r in zip(labels.names, labels.split, labels.row)}
+    assert where == {"a": ("train", 0), "b": ("test", 1), "c": ("test", 0), "d": ("val", 1)}
+    counted = {(c["split"], c["reason"]): c["first"] for c in labels.not_sharded}
+    assert counted == {("train", "listed more than once in tr.csv (the first row kept)"): ["a"],
+                       ("train", "also listed in te.csv (kept there)"): ["b", "c"],
+                       ("val", "also listed in te.csv (kept there)"): ["b"]}
+
+
 def test_flags_of_another_source_are_refused(wv, tmp_path, capsys):
     assert main(["shard", "--wake-vision", str(wv.root), "--split", "coco", "--out", str(tmp_path / "o")]) == 2
     assert "--split" in capsys.readouterr().err

@@ -97,10 +97,11 @@ def read_csv(path: Path, split: str, header: tuple) -> CsvTable:
         for row in reader:
             if not row:
                 continue
-            if len(row) != k or not row[0]:
+            if len(row) != k:
                 raise UserError(f"{path}, line {reader.line_num}: {len(row)} fields, expected {k} "
-                                f"('{want}')" if len(row) != k else
-                                f"{path}, line {reader.line_num}: no file name")
+                                f"('{want}')")
+            if not row[0].strip():
+                raise UserError(f"{path}, line {reader.line_num}: no file name")
             try:
                 values.extend(VALUES[v.strip()] for v in row[1:])
             except KeyError:
@@ -121,7 +122,7 @@ def row_kinds(table: CsvTable) -> np.ndarray:
     """MAIN (person 0 / 1), DISTANCE (test only: person -1 and far 1) or EXCLUDED."""
     person = table.values[:, 0]
     kind = np.where(person >= 0, MAIN, EXCLUDED).astype(np.uint8)
-    if table.split == "test":
+    if table.split == "test" and "far" in table.columns:
         far = table.values[:, table.columns.index("far")]
         kind[(person == -1) & (far == 1)] = DISTANCE
     return kind
@@ -166,12 +167,10 @@ def merge_tables(tables: dict) -> Labels:
         elsewhere = dropped & ~twice
         _count(not_sharded, s, f"listed more than once in {tables[s].file} (the first row kept)",
                names[twice])
-        for other in SPLITS:
+        for other in order_splits:
             hit = elsewhere & (split[winner] == SPLITS.index(other))
-            _count(not_sharded, s, f"also listed in {tables[other].file if other in tables else other} "
-                                   f"(kept there)", names[hit])
-    keep = first
-    return Labels(tables, names[keep], split[keep], row[keep], kind[keep], not_sharded)
+            _count(not_sharded, s, f"also listed in {tables[other].file} (kept there)", names[hit])
+    return Labels(tables, names[first], split[first], row[first], kind[first], not_sharded)
 
 
 def _count(out: list, split: str | None, reason: str, names) -> None:
