@@ -75,6 +75,14 @@ class ShardConfig:
     split: str = opt("minival", "COCO split rule: 'minival' (VWW paper) or 'coco' (train2014/val2014)",
                      choices=("minival", "coco"))
     image_folder: Optional[str] = opt(None, "folder with person/ and non_person/ subfolders", path=True)
+    wake_vision: Optional[str] = opt(None, "Wake Vision folder: its CSVs beside the .tar.gz archives "
+                                           "(read in place, streamed) or the extracted JPEGs", path=True)
+    wake_vision_train: str = opt("quality", "Wake Vision training labels: 'quality' (~1.2M images, "
+                                            "box-derived labels) or 'large' (~5.76M, image-level labels)",
+                                 choices=("quality", "large"))
+    allow_damaged: bool = opt(False, "Wake Vision: shard the images read before the damage in a "
+                                     "truncated or corrupt archive (listed in the manifest) instead "
+                                     "of stopping")
     val_fraction: float = opt(0.1, "share of --image-folder held out for val (seeded); not used with --val-folder",
                               gt=0, lt=1)
     val_folder: Optional[str] = opt(None, "a separate person/ + non_person/ folder used as val", path=True)
@@ -132,8 +140,10 @@ class TrainConfig(RenderSettings):
                      metavar="KEY=VALUE")
     view_seed: Optional[int] = opt(None, "seed of the training views; unset = --seed, or the teacher "
                                          "cache's", short="vseed")
-    val_center_crop: bool = opt(False, "validate on a centre crop instead of the whole image",
-                                short="ccrop")
+    val_center_crop: Optional[bool] = opt(None, "validate on the centred square crop instead of the "
+                                                "whole image; unset = the shard set's choice (the "
+                                                "crop for Wake Vision, whose labels were made on it; "
+                                                "else the whole image)", short="ccrop")
     pretrained: bool = opt(False, "start from torchvision's ImageNet weights (needs them downloaded)",
                            sweep=True, short="pretr")
     init: Optional[str] = opt(None, "start from this local checkpoint: a vwwfast .pt or a torchvision "
@@ -226,14 +236,19 @@ class EvalConfig(RenderSettings):
     checkpoint: str = opt("", "a run folder or short id, a checkpoint (.pt), or an exported .onnx / "
                               ".tflite file", positional=True, path=True)
     shards: str = opt("", "shard folder written by `vwwfast shard` (default: the run's)", path=True)
-    split: str = opt("val", "split to evaluate: 'val' or 'train'", choices=("val", "train"))
+    split: str = opt("val", "split to evaluate: 'val', 'test' (when the shards have one) or 'train'",
+                     choices=("val", "test", "train"))
+    benchmark: bool = opt(False, "also the Wake Vision benchmark subsets (n and accuracy each) and "
+                                 "precision / recall / F1 of the main set")
     input_size: Optional[int] = opt(None, "evaluate at this size instead of the model's own", lo=8)
     json: Optional[str] = opt(None, "also write the result to this JSON file", path=True)
     predictions: Optional[str] = opt(None, "write one CSV line per sample to this file", path=True)
     errors: Optional[str] = opt(None, "write a contact sheet of the most confident mistakes to this PNG",
                                 path=True)
     batch_size: int = opt(256, "evaluation batch size", lo=1)
-    center_crop: bool = opt(False, "evaluate on a centre crop instead of the whole image")
+    center_crop: Optional[bool] = opt(None, "evaluate on the centred square crop instead of the whole "
+                                            "image; unset = the shard set's choice (the crop for Wake "
+                                            "Vision, else the whole image)")
     runs_dir: str = opt("runs", "folder that holds run folders (for short ids)", path=True)
 
 

@@ -4,6 +4,9 @@ A split's samples go into `<split>-NNNNNN.tar` with members `<key>.jpg`, `<key>.
 `<key>.json`, key = zero-padded global sample index. Beside each tar, a DALI `.idx` file.
 Per split, `<split>-samples.npy` is a small table (label, stored size, tar, byte offset and
 length of the JPEG) so readers seek straight to a sample's bytes without scanning tars.
+A source with per-sample attributes (Wake Vision's benchmark columns) adds
+`<split>-columns.npy`, int8 [N, K], its column names in the manifest.
+Splits: train and val always, test when the source has one (SPLITS gives the order).
 `manifest.json` is written last: a folder without it is incomplete.
 
 Trust: opening a shard set checks the manifest's content hash, each samples table's sha256
@@ -32,6 +35,7 @@ from vwwfast.provenance import __version__
 
 FORMAT_VERSION = 1
 KEY_DIGITS = 9
+SPLITS = ("train", "val", "test")  # test is optional
 SAMPLE_TABLE = np.dtype([("label", "u1"), ("height", "<i4"), ("width", "<i4"),
                          ("shard", "<i4"), ("offset", "<i8"), ("nbytes", "<i8")])
 
@@ -46,20 +50,31 @@ class SourceItem:
 # ---------------------------------------------------------------------------------------
 # Encoding one image (runs in worker processes; output depends only on the input bytes)
 
-def encode_image(path: str, size: int, quality: int) -> tuple[bytes, int, int, int, int] | str:
-    """-> (jpeg bytes, orig width, orig height, width, height), or a reason string if unreadable."""
+def encode_image(path: str | bytes, size: int, quality: int,
+                 draft: bool = False) -> tuple[bytes, int, int, int, int] | str:
+    """-> (jpeg bytes, orig width, orig height, width, height), or a reason string if unreadable.
+
+    path: a file, or the image's bytes. draft: let libjpeg decode a JPEG at 1/2, 1/4 or 1/8
+    scale when that still leaves the short side at least `size` (PIL's `draft`): much less
+    work for a large photo, and a DCT-domain reduction before the final resize."""
     from PIL import Image, ImageOps, UnidentifiedImageError
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
+            orig_w, orig_h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientation turns it a quarter
+                orig_w, orig_h = orig_h, orig_w
+            if draft and im.format == "JPEG" and min(orig_w, orig_h) > size:
+                im.draft("RGB", (size, size))
             im.load()
             im = ImageOps.exif_transpose(im)
-            orig_w, orig_h = im.size
             im = im.convert("RGB")  # grayscale, CMYK, palette, alpha -> RGB
     except FileNotFoundError:
         return "missing file"
     except UnidentifiedImageError:
         return "not an image"
-    except (OSError, SyntaxError, ValueError) as e:
+    except Image.DecompressionBombError:
+        return "too many pixels (PIL's decompression-bomb limit)"
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         return f"corrupt image ({str(e).splitlines()[0][:80]})"
     w, h = im.size
     short = min(w, h)
@@ -96,18 +111,47 @@ def content_hash(manifest: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-class _ShardWriter:
-    """Writes one split: rolls tars every `per_shard` samples, tmp name until complete."""
+class _Growing:
+    """An array that grows by doubling: a split's table of 6 million rows stays a few
+    hundred MB, where a list of tuples would take gigabytes."""
 
-    def __init__(self, out: Path, split: str, per_shard: int):
+    def __init__(self, dtype, width: int | None = None):
+        self._shape = () if width is None else (width,)
+        self._a = np.empty((1024,) + self._shape, dtype)
+        self.n = 0
+
+    def append(self, row) -> None:
+        if self.n == len(self._a):
+            grown = np.empty((2 * len(self._a),) + self._shape, self._a.dtype)
+            grown[:self.n] = self._a
+            self._a = grown
+        self._a[self.n] = row
+        self.n += 1
+
+    def array(self) -> np.ndarray:
+        return self._a[:self.n]
+
+
+class ShardWriter:
+    """Writes one split: rolls tars every `per_shard` samples, tmp name until complete.
+    columns: names of per-sample int8 attributes (`add(..., columns=[...])`), written as
+    `<split>-columns.npy`; None = the source has none."""
+
+    def __init__(self, out: Path, split: str, per_shard: int, columns: list[str] | None = None):
         self.out, self.split, self.per_shard = out, split, per_shard
         self.shards: list[dict] = []
-        self.rows: list[tuple] = []
+        self.rows = _Growing(SAMPLE_TABLE)
+        self.columns = list(columns) if columns is not None else None
+        self._cols = _Growing(np.int8, len(self.columns)) if columns is not None else None
         self._tar = None
         self._idx_lines: list[str] = []
 
-    def add(self, jpeg: bytes, label: int, meta: dict, height: int, width: int) -> None:
-        index = len(self.rows)
+    def __len__(self) -> int:
+        return self.rows.n
+
+    def add(self, jpeg: bytes, label: int, meta: dict, height: int, width: int,
+            columns=None) -> None:
+        index = self.rows.n
         if index % self.per_shard == 0:
             self._close()
             name = f"{self.split}-{len(self.shards):06d}.tar"
@@ -126,6 +170,8 @@ class _ShardWriter:
         self._idx_lines.append(" ".join(parts))
         self.shards[-1]["count"] += 1
         self.rows.append((label, height, width, len(self.shards) - 1, jpg_off, len(jpeg)))
+        if self._cols is not None:
+            self._cols.append(columns)
 
     def _close(self) -> None:
         if self._tar is None:
@@ -141,17 +187,23 @@ class _ShardWriter:
 
     def finish(self) -> dict:
         self._close()
-        table = np.array(self.rows, dtype=SAMPLE_TABLE)
+        table = self.rows.array()
         table_file = f"{self.split}-samples.npy"
         np.save(self.out / table_file, table)
         labels = table["label"]
-        return {
+        entry = {
             "num_samples": len(table),
             "class_counts": {"0": int((labels == 0).sum()), "1": int((labels == 1).sum())},
             "shards": self.shards,
             "samples_file": table_file,
             "samples_sha256": file_sha256(self.out / table_file),
         }
+        if self._cols is not None:
+            cols_file = f"{self.split}-columns.npy"
+            np.save(self.out / cols_file, self._cols.array())
+            entry["columns"] = {"names": self.columns, "file": cols_file,
+                                "sha256": file_sha256(self.out / cols_file)}
+        return entry
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -161,13 +213,16 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise UserError(f"output folder {out} exists; pass --overwrite to replace it")
 
 
-def partial_dir(out: Path) -> Path:
+def partial_dir(out: Path, keep: tuple[str, ...] = ()) -> Path:
     """Work happens here; the finished folder replaces `out` only at the end, so an
-    interrupted run never destroys earlier output nor leaves a complete-looking folder."""
+    interrupted run never destroys earlier output nor leaves a complete-looking folder.
+    keep: entries of an earlier partial folder to keep (work a source can resume from)."""
     tmp = out.parent / f".{out.name}.partial"
     if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+        for entry in tmp.iterdir():
+            if entry.name not in keep:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    tmp.mkdir(parents=True, exist_ok=True)
     return tmp
 
 
@@ -196,7 +251,7 @@ def write_shards(out_dir, splits: dict[str, list[SourceItem]], *, source: dict, 
     pool = worker_pool(workers)
     try:
         for split, items in splits.items():
-            writer = _ShardWriter(out, split, samples_per_shard)
+            writer = ShardWriter(out, split, samples_per_shard)
             jobs = [(it.path, size, quality) for it in items]
             results = (pool.map(_encode_star, jobs, chunksize=16) if pool
                        else map(_encode_star, jobs))
@@ -223,6 +278,12 @@ def write_shards(out_dir, splits: dict[str, list[SourceItem]], *, source: dict, 
         "splits": split_entries,
         "skipped": skipped,
     }
+    return write_manifest(out, final, manifest)
+
+
+def write_manifest(out: Path, final: Path, manifest: dict) -> dict:
+    """The content hash, the manifest (last of all files), then the folder under its final
+    name. Returns the manifest as written."""
     manifest["content_hash"] = content_hash(manifest)
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -370,6 +431,21 @@ class JpegReader:
             self._fds.clear()
 
 
+def view_defaults(manifest: dict) -> dict:
+    """The views a shard set asks for unless a run says otherwise: {"val_center_crop":
+    bool, "train": {view setting: value}}. Wake Vision's labels were made on the central
+    square crop, so its shards ask for it; other sources for the whole image."""
+    given = manifest.get("view_defaults") or {}
+    return {"val_center_crop": bool(given.get("val_center_crop", False)),
+            "train": dict(given.get("train") or {})}
+
+
+def with_shard_views(manifest: dict, given: dict | None) -> dict:
+    """`views:` settings with the shard set's defaults under the ones given (a given setting
+    wins): what a run without a store, or with a view spec named, draws its views with."""
+    return {**view_defaults(manifest)["train"], **(given or {})}
+
+
 class ShardSet:
     """A shard folder with a complete manifest."""
 
@@ -405,6 +481,23 @@ class ShardSet:
             self._splits[name] = Split(self.root, name, self.manifest["splits"][name])
         return self._splits[name]
 
+    def columns(self, name: str) -> dict[str, np.ndarray] | None:
+        """A split's per-sample attributes (name -> int8 [N]), checked against the manifest;
+        None when the source wrote none."""
+        entry = self.manifest["splits"][name].get("columns") if name in self.manifest["splits"] else None
+        if not entry:
+            return None
+        path = self.root / entry["file"]
+        if not path.is_file() or file_sha256(path) != entry["sha256"]:
+            raise UserError(f"{path} is missing or does not match its sha256 in the manifest; "
+                            f"run `vwwfast shard` again")
+        table = np.load(path, allow_pickle=False)
+        if table.dtype != np.int8 or table.shape != (self.manifest["splits"][name]["num_samples"],
+                                                     len(entry["names"])):
+            raise UserError(f"{path} is not the columns table the manifest describes; run "
+                            f"`vwwfast shard` again")
+        return {c: table[:, j] for j, c in enumerate(entry["names"])}
+
     def require_both_classes(self, name: str) -> None:
         counts = self.manifest["splits"][name]["class_counts"]
         for c, label in (("0", "no-person"), ("1", "person")):
@@ -437,11 +530,15 @@ def verify_shards(root) -> dict:
     files = [(name, e) for name, split in manifest["splits"].items() for e in split["shards"]]
     total = sum((root / e["file"]).stat().st_size for _, e in files if (root / e["file"]).is_file())
     for name, split in manifest["splits"].items():
-        path = root / split["samples_file"]
-        if not path.is_file():
-            bad.append((split["samples_file"], "missing"))
-        elif file_sha256(path) != split["samples_sha256"]:
-            bad.append((split["samples_file"], "sha256 differs from the manifest"))
+        tables = [(split["samples_file"], split["samples_sha256"])]
+        if split.get("columns"):
+            tables.append((split["columns"]["file"], split["columns"]["sha256"]))
+        for file, sha in tables:
+            path = root / file
+            if not path.is_file():
+                bad.append((file, "missing"))
+            elif file_sha256(path) != sha:
+                bad.append((file, "sha256 differs from the manifest"))
     with bar(f"verify {root.name}", total, unit="B") as advance:
         for name, e in files:
             tar = root / e["file"]
@@ -471,15 +568,24 @@ def verify_shards(root) -> dict:
 
 
 def print_summary(manifest: dict, out: Path, seconds: float) -> None:
+    """One row per split (train, val and test when there is one): samples, person share,
+    shards, size, and what was left out (unreadable images; for Wake Vision also the rows
+    and images counted in the manifest's `not_sharded`); then the rest of `not_sharded`."""
     from vwwfast.progress import print_table
     rows = []
     total = 0
+    counted = manifest.get("not_sharded") or []
     for split, e in manifest["splits"].items():
         size = sum((out / s["file"]).stat().st_size for s in e["shards"])
         n = e["num_samples"]
         total += n
         skipped = sum(1 for s in manifest["skipped"] if s.get("split") == split)
+        skipped += sum(c["count"] for c in counted if c.get("split") == split)
         share = f"{e['class_counts']['1'] / n:.1%}" if n else "-"
         rows.append((split, n, share, len(e["shards"]), f"{size / 2**20:.1f} MiB", skipped))
     print_table(f"shards in {out} ({total / max(seconds, 1e-9):,.0f} img/s)",
-                ["split", "samples", "person", "shards", "size", "skipped"], rows)
+                ["split", "samples", "person", "shards", "size", "not sharded"], rows)
+    if counted:
+        print_table("not sharded (manifest.json `not_sharded` lists the first 100 of each)",
+                    ["split", "what", "count"],
+                    [(c.get("split") or "-", c["reason"], f"{c['count']:,}") for c in counted])

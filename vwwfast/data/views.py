@@ -11,7 +11,8 @@ spec ('default', 'plain' or 'fm'): `view_spec(name, overrides)` checks and appli
 
 Columns (PARAM_COLUMNS):
   y0, x0, h, w       crop box, relative (a torchvision RandomResizedCrop box in pixels of
-                     the stored image, divided by its height / width)
+                     the stored image, divided by its height / width; with region 'center'
+                     the box is drawn on the image's centred square and lies within it)
   flip               1.0 = mirror horizontally
   brightness, contrast, saturation   multiplicative factors, 1 = identity
   hue                shift in turns, within [-spec.hue, spec.hue]
@@ -72,6 +73,8 @@ class ViewSpec:
     cutmix: float = 0.0                       # Beta(a, a) concentration of cutmix's kept area; 0 = off
     mix_prob: float = 1.0                     # share of views mixed (when mixup or cutmix is on)
     switch_prob: float = 0.5                  # cutmix instead of mixup, when both are on
+    region: str = "image"                     # where views are drawn: 'image' or 'center' (its
+                                              # centred square, the val view's centre crop)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -103,14 +106,14 @@ class ViewSpec:
         return cls(**data)
 
     def to_dict(self, full: bool = False) -> dict:
-        """Every field as plain data (tuples as lists). Unless `full`, the mixing fields
-        are left out while at their defaults: a spec that does not mix gives the dict it
-        gave before mixing existed, so the fingerprints (and default names) of stores made
-        then stay the same and such a store can still be resumed and extended;
-        `from_dict` fills them back in."""
+        """Every field as plain data (tuples as lists). Unless `full`, the fields added
+        after the first stores (mixing, region) are left out while at their defaults: a spec
+        that does not use them gives the dict it gave before they existed, so the
+        fingerprints (and default names) of stores made then stay the same and such a store
+        can still be resumed and extended; `from_dict` fills them back in."""
         return {k: list(v) if isinstance(v, tuple) else v
                 for k, v in dataclasses.asdict(self).items()
-                if full or k not in _MIX_DEFAULTS or v != _MIX_DEFAULTS[k]}
+                if full or k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
 
     def non_default(self, base: str = "default") -> dict:
         """The fields that differ from the spec named `base` (as in `to_dict`), in field
@@ -125,8 +128,8 @@ class ViewSpec:
 
     @property
     def is_plain(self) -> bool:
-        """True when every view is the un-augmented whole image (whatever the inert
-        fields such as scale or erase_ratio say)."""
+        """True when every view is the un-augmented whole image, or its centred square with
+        region 'center' (whatever the inert fields such as scale or erase_ratio say)."""
         return (not self.crop and self.flip == 0 and self.erase == 0 and self.hue == 0
                 and self.brightness == 0 and self.contrast == 0 and self.saturation == 0
                 and not self.mixes)
@@ -139,8 +142,9 @@ class ViewSpec:
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ViewSpec))
 SPECS = {"default": ViewSpec, "plain": ViewSpec.plain, "fm": ViewSpec.fm}
-_MIX_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ViewSpec)
-                 if f.name in ("mixup", "cutmix", "mix_prob", "switch_prob")}
+_LATER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ViewSpec)
+                   if f.name in ("mixup", "cutmix", "mix_prob", "switch_prob", "region")}
+REGIONS = ("image", "center")
 
 # Names people reach for that difflib does not connect to the field.
 _ALIASES = {"random_erasing": "erase", "random_erase": "erase", "erasing": "erase",
@@ -149,7 +153,8 @@ _ALIASES = {"random_erasing": "erase", "random_erase": "erase", "erasing": "eras
             "random_resized_crop": "crop", "color_jitter": "brightness",
             "colour_jitter": "brightness", "mix": "mixup", "mixup_alpha": "mixup",
             "cutmix_alpha": "cutmix", "mixup_prob": "mix_prob", "prob": "mix_prob",
-            "mixup_switch_prob": "switch_prob", "cut_mix": "cutmix", "mix_up": "mixup"}
+            "mixup_switch_prob": "switch_prob", "cut_mix": "cutmix", "mix_up": "mixup",
+            "crop_region": "region", "center_crop": "region", "centre_crop": "region"}
 
 # (lo, hi) fields: (rule as text, check, an example for the message)
 _RANGES = {
@@ -200,6 +205,11 @@ def _checked(key: str, value):
     if key == "crop":
         if not isinstance(value, bool):
             raise UserError(f"views: crop must be true or false (false = the whole image), got {value!r}")
+        return value
+    if key == "region":
+        if value not in REGIONS:
+            raise UserError(f"views: region must be 'image' (crops drawn from the whole image) or "
+                            f"'center' (from its centred square), got {value!r}")
         return value
     if key in _RANGES:
         rule, ok, example = _RANGES[key]
@@ -469,12 +479,19 @@ def view_params(spec: ViewSpec, seed: int, view: int, indices, heights, widths,
     if n == 0:
         return out.astype(np.float32)
     keys = sample_keys(seed, view, idx)
-    if spec.crop:
-        top, left, h, w = _random_resized_crop(uniforms(keys, 40, _D_CROP), H, W,
-                                               spec.scale, spec.ratio)
-        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = top / H, left / W, h / H, w / W
+    # the area views are drawn from: the image, or its centred square (as val_params' crop)
+    if spec.region == "center":
+        RH = RW = np.minimum(H, W)
+        top0, left0 = (H - RH) // 2, (W - RW) // 2
     else:
-        out[:, 2] = out[:, 3] = 1.0
+        RH, RW, top0, left0 = H, W, 0, 0
+    if spec.crop:
+        top, left, h, w = _random_resized_crop(uniforms(keys, 40, _D_CROP), RH, RW,
+                                               spec.scale, spec.ratio)
+        top, left = top + top0, left + left0
+    else:
+        top, left, h, w = top0, left0, RH, RW
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = top / H, left / W, h / H, w / W
     out[:, COL["flip"]] = uniforms(keys, 1, _D_FLIP)[:, 0] < spec.flip
     c = uniforms(keys, 4, _D_COLOR)
     for j, name in enumerate(("brightness", "contrast", "saturation")):

@@ -6,6 +6,10 @@ written by `vwwfast export` (.onnx, .tflite): every kind is scored by the same `
 on the same view, so a file's accuracy compares with its checkpoint's. With
 --predictions it writes one CSV line per sample, with --errors a contact sheet of the
 most confident mistakes of each kind.
+
+Wake Vision: the figures are those of the main set (the test split's distance-only rows are
+left out of them); --benchmark adds the 16 subsets (n and accuracy each) and the main set's
+precision, recall and F1 (vwwfast.data.sources.wake_vision says what each subset holds).
 """
 
 from __future__ import annotations
@@ -22,11 +26,19 @@ import torch
 
 from vwwfast import config as C
 from vwwfast import distributed as D
+from vwwfast.data.shards import view_defaults
+from vwwfast.data.sources.wake_vision import (
+    DISTANCE_ONLY,
+    SUBSETS,
+    main_mask,
+    subset_masks,
+)
 from vwwfast.data.split import SplitData, val_params
 from vwwfast.deploy.predictors import EXPORTED, load_model
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
 from vwwfast.train.evaluate import evaluate
+from vwwfast.train.metrics import confusion_matrix, summarize
 
 SHEET_COLUMNS = 8  # mistakes shown per kind
 
@@ -104,31 +116,84 @@ def evaluate_command(cfg: C.EvalConfig) -> dict:
     if stored and size > stored:
         warn(f"evaluating at {size} px, larger than the stored images (short side at most "
              f"{stored} px): the model sees upscaled images")
-    want_outputs = bool(cfg.predictions or cfg.errors)
+    center_crop = cfg.center_crop
+    if center_crop is None:  # the shard set's choice: the crop its labels were made on
+        center_crop = view_defaults(shards.manifest)["val_center_crop"]
+    shards.split(cfg.split)  # an unknown split is refused here, in one line
+    columns = shards.columns(cfg.split)
+    main = main_mask(columns) if columns and DISTANCE_ONLY in columns else None
+    left_out = int((~main).sum()) if main is not None else 0
+    if cfg.benchmark and (columns is None or any(c not in columns for c in SUBSETS + (DISTANCE_ONLY,))):
+        raise UserError(f"--benchmark needs the Wake Vision benchmark columns, which split "
+                        f"'{cfg.split}' of {shards.root} does not have (shards made by `vwwfast "
+                        f"shard --wake-vision DIR` have them); drop --benchmark")
+    want_outputs = bool(cfg.predictions or cfg.errors or cfg.benchmark or left_out)
+    if D.active() and (cfg.benchmark or left_out):
+        raise UserError("--benchmark and a split with distance-only samples need every sample in "
+                        "one process: run eval without torchrun")
     data = SplitData(shards, cfg.split, cfg, device, size)
     try:
-        m = evaluate(loaded.predict, data, cfg.batch_size, cfg.center_crop, outputs=want_outputs)
+        m = evaluate(loaded.predict, data, cfg.batch_size, center_crop, outputs=want_outputs)
         if cfg.errors:
-            write_error_sheet(Path(cfg.errors), data, m, cfg.center_crop,
+            write_error_sheet(Path(cfg.errors), data, m, center_crop,
                               title=f"{ref.path.name} on {shards.root.name}/{cfg.split}, {size} px")
     finally:
         data.close()
     if cfg.predictions:
-        write_predictions(Path(cfg.predictions), data.split, m)
+        write_predictions(Path(cfg.predictions), data.split, m, columns)
+    if left_out:  # the main set's figures: the distance-only samples are the far subset's alone
+        keep = main[m["indices"]]
+        m.update(summarize(confusion_matrix(torch.from_numpy(m["preds"][keep]),
+                                            torch.from_numpy(m["labels"][keep]))))
     (tn, fp), (fn, tp) = m["confusion"]
-    print_table(f"{ref.path} on {shards.root} ({cfg.split}, {size} px)",
-                ["accuracy", "recall no-person", "recall person", "TN", "FP", "FN", "TP", "img/s"],
-                [(fmt_metric(m["acc"], 4), fmt_metric(m["recall_0"]), fmt_metric(m["recall_1"]),
-                  tn, fp, fn, tp, f"{m['img_per_s']:,.0f}")])
+    heads = ["accuracy", "recall no-person", "recall person", "TN", "FP", "FN", "TP", "img/s"]
+    row = [fmt_metric(m["acc"], 4), fmt_metric(m["recall_0"]), fmt_metric(m["recall_1"]),
+           tn, fp, fn, tp, f"{m['img_per_s']:,.0f}"]
+    if cfg.benchmark:
+        m.update(precision_recall_f1(m["confusion"]))
+        heads[3:3] = ["precision", "F1"]
+        row[3:3] = [fmt_metric(m["precision"]), fmt_metric(m["f1"])]
+    note = f", main set: {m['n']:,} samples, {left_out:,} distance-only left out" if left_out else ""
+    print_table(f"{ref.path} on {shards.root} ({cfg.split}, {size} px"
+                f"{', centre crop' if center_crop else ''}{note})", heads, [row])
+    subsets = benchmark_subsets(columns, data.split.labels, m) if cfg.benchmark else None
+    if subsets:
+        print_table(f"benchmark subsets ({cfg.split})", ["subset", "n", "accuracy"],
+                    [(k, f"{v['n']:,}", fmt_metric(v["acc"], 4)) for k, v in subsets.items()])
     for name, path in (("predictions", cfg.predictions), ("mistakes", cfg.errors)):
         if path:
             print(f"{name}: {path}")
     result = {k: v for k, v in m.items() if not isinstance(v, np.ndarray)}
     result.update(model=str(ref.path), shards=str(shards.root), split=cfg.split, input_size=size,
-                  center_crop=cfg.center_crop)
+                  center_crop=center_crop, distance_only_left_out=left_out)
+    if subsets is not None:
+        result["subsets"] = subsets
     if cfg.json:
         _write_text(Path(cfg.json), json.dumps(result, indent=1) + "\n")
     return result
+
+
+def precision_recall_f1(confusion) -> dict:
+    """Of the person class (positive), from [[TN, FP], [FN, TP]]; None where undefined."""
+    (_, fp), (fn, tp) = confusion
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = (2 * precision * recall / (precision + recall)
+          if precision is not None and recall is not None and precision + recall else None)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def benchmark_subsets(columns: dict, labels, m: dict) -> dict:
+    """{subset: {"n", "acc"}} over the samples evaluated (m's indices, preds)."""
+    masks = subset_masks(columns, labels)
+    idx = m["indices"]
+    right = m["preds"] == np.asarray(labels)[idx]
+    out = {}
+    for name, mask in masks.items():
+        hit = mask[idx]
+        n = int(hit.sum())
+        out[name] = {"n": n, "acc": float(right[hit].mean()) if n else None}
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,18 +220,23 @@ def sample_key(i: int) -> str:
     return f"{int(i):0{KEY_DIGITS}d}"
 
 
-def write_predictions(path: Path, split, m: dict) -> None:
-    """One line per sample in index order: key, source id, file, label, prob person, prediction."""
+def write_predictions(path: Path, split, m: dict, columns: dict | None = None) -> None:
+    """One line per sample in index order: key, source id, file, label, prob person,
+    prediction, then the split's per-sample columns when it has them (Wake Vision: every CSV
+    column and distance_only)."""
     meta = sample_meta(split)
     order = np.argsort(m["indices"], kind="stable")
+    names = list(columns or {})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "source_id", "file", "label", "prob_person", "prediction"])
+    w.writerow(["key", "source_id", "file", "label", "prob_person", "prediction"] + names)
     for j in order:
-        key = sample_key(m["indices"][j])
+        i = m["indices"][j]
+        key = sample_key(i)
         info = meta.get(key, {})
         w.writerow([key, info.get("source_id", ""), info.get("file", ""), int(m["labels"][j]),
-                    f"{float(m['prob_person'][j]):.6f}", int(m["preds"][j])])
+                    f"{float(m['prob_person'][j]):.6f}", int(m["preds"][j])]
+                   + [int(columns[c][i]) for c in names])
     _write_text(path, buf.getvalue())
 
 

@@ -111,6 +111,7 @@ def _store_views(cfg, shards, idx: np.ndarray):
     """The views the store holds for samples `idx`: (params [V, n, P], title, tables),
     after checking the view settings given against the store's. tables: the whole views
     [V, N, P] when they mix (a partner's row is needed to render it), else None."""
+    from vwwfast.data.shards import with_shard_views
     from vwwfast.data.views import ViewSpec, in_layout, spec_conflicts
     from vwwfast.progress import info
     from vwwfast.teach.cache import TeacherCache
@@ -118,8 +119,9 @@ def _store_views(cfg, shards, idx: np.ndarray):
     store = TeacherCache(cfg.cache)
     store.check_shards(shards)
     fp = store.fingerprint
-    conflicts = spec_conflicts(fp["view_spec"], cfg.view_spec if C.is_given(cfg, "view_spec") else None,
-                               cfg.view)
+    named = C.is_given(cfg, "view_spec")  # a named spec means this shard set's version of it
+    conflicts = spec_conflicts(fp["view_spec"], cfg.view_spec if named else None,
+                               with_shard_views(shards.manifest, cfg.view) if named else cfg.view)
     if conflicts:
         raise UserError(f"{store.path} was made with other views than asked "
                         f"({'; '.join(conflicts)}); drop the view settings to show the store's")
@@ -152,7 +154,7 @@ def views_command(cfg) -> Path:
     """`vwwfast views`: render cfg.samples train samples x cfg.views views at cfg.size
     under the resolved spec (or the store's views with --cache), write the sheet atomically
     and print its path."""
-    from vwwfast.data.shards import KEY_DIGITS, ShardSet
+    from vwwfast.data.shards import KEY_DIGITS, ShardSet, with_shard_views
     from vwwfast.data.split import SplitData
     from vwwfast.data.views import val_params, view_params, view_spec
     from vwwfast.devices import resolve_device
@@ -173,7 +175,7 @@ def views_command(cfg) -> Path:
         params, title, tables = _store_views(cfg, shards, idx)
     else:
         base = cfg.view_spec or "default"
-        spec = view_spec(base, cfg.view)
+        spec = view_spec(base, with_shard_views(shards.manifest, cfg.view))
         seed = cfg.seed if cfg.seed is not None else 0
         # mixed views draw partners among the whole split: generate it whole (numpy, cheap)
         tables = (np.stack([view_params(spec, seed, v, np.arange(len(split)), split.heights,

@@ -150,7 +150,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
     if cfg.verify:
         return verify_store(cfg)
     from vwwfast import distributed as D
-    from vwwfast.data.shards import ShardSet
+    from vwwfast.data.shards import ShardSet, view_defaults, with_shard_views
     from vwwfast.data.views import PARAM_COLUMNS, view_params, view_spec
     from vwwfast.devices import resolve_device
     from vwwfast.models import describe_teacher
@@ -171,7 +171,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
         if size_of(ckpt) != ckpt["input_size"] and D.is_main():
             warn(f"{path} was trained at {ckpt['input_size']} px and is cached at {size_of(ckpt)} px; "
                  f"a teacher at a size it was not trained at is usually weaker (the store records both)")
-    spec = view_spec(cfg.view_spec, cfg.view)
+    spec = view_spec(cfg.view_spec, with_shard_views(shards.manifest, cfg.view))
     if spec.is_plain and C.is_given(cfg, "views") and cfg.views != 1:
         raise UserError(f"a plain view spec has one view (the whole image): drop --views {cfg.views}")
     n_views = 1 if spec.is_plain else cfg.views
@@ -242,7 +242,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
             g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
         D.barrier()
     if not g.attrs["val_done"]:
-        vparams = val_params(val.split, False)
+        vparams = val_params(val.split, view_defaults(shards.manifest)["val_center_crop"])
         correct = 0
         for first, count, logits, c in _run_ranges(vals, mine("val"), vparams,
                                                    cfg.batch_size, "teacher val"):

@@ -292,10 +292,13 @@ class TeacherCache:
                 bad.append(f"{name}/{arr.metadata.encode_chunk_key(c)}")
         return bad
 
-    def params(self) -> np.ndarray:
-        """float32 [E, N, P], columns in this version's PARAM_COLUMNS order."""
+    def params(self, view: int | None = None) -> np.ndarray:
+        """float32 [E, N, P], or [N, P] of one view, columns in this version's PARAM_COLUMNS
+        order. One view is what a trainer holds (76 B per sample; every view of a 6M-image
+        split would be gigabytes)."""
         from vwwfast.data.views import in_layout
-        return in_layout(self.read("train/params"), self.attrs["param_columns"], str(self.path))
+        raw = self.read("train/params") if view is None else self.read("train/params", (view,))
+        return in_layout(raw, self.attrs["param_columns"], str(self.path))
 
     def logits(self) -> np.ndarray:
         return self.read("train/logits")

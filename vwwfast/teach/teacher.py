@@ -76,7 +76,7 @@ class CachedTeacher(OwnViews):
         self.store = store
         if store.num_train != len(split):
             raise UserError(f"{store.path} holds {store.num_train} train samples, the shards {len(split)}")
-        self.params = None if store.plain else store.params()  # in this version's column order
+        self._view: tuple[int, np.ndarray] | None = None  # the one view held: (number, params)
         self.table = torch.from_numpy(store.logits()).to(device) if read_logits else None
         self.needs_teacher = read_logits
 
@@ -84,9 +84,12 @@ class CachedTeacher(OwnViews):
         return 0 if self.store.plain else (epoch - 1) % self.store.num_views
 
     def views(self, epoch):
-        if self.params is None:  # a plain store: the student draws its own views
+        if self.store.plain:  # a plain store: the student draws its own views
             return super().views(epoch)
-        return self.params[self.view_of(epoch)]
+        v = self.view_of(epoch)
+        if self._view is None or self._view[0] != v:  # read view by view, never all of them
+            self._view = (v, self.store.params(v))  # in this version's column order
+        return self._view[1]
 
     def logits(self, epoch, idx, params):
         if self.table is None:
@@ -99,9 +102,9 @@ class CachedTeacher(OwnViews):
 
     def remarks(self, epochs):
         E = self.store.num_views
-        if self.params is not None and epochs > E:
+        if not self.store.plain and epochs > E:
             return [f"{epochs} epochs over {E} cached views: epoch e replays view (e - 1) mod {E}"]
-        if self.params is None:
+        if self.store.plain:
             return ["plain store: the student draws its own augmented views; every epoch reads "
                     "the same plain-view logits"]
         return []
@@ -365,7 +368,7 @@ def run_train_views(config: dict, split, epoch: int = 1) -> np.ndarray:
     if config.get("cache") and config.get("teacher_mode", "cached") == "cached":
         store = open_store(config["cache"])
         if not store.plain:
-            return store.params()[(epoch - 1) % store.num_views]
+            return store.params((epoch - 1) % store.num_views)
     spec = view_spec(config.get("view_spec") or "default", config.get("view"))
     seed = config.get("view_seed")
     seed = config.get("seed", 0) if seed is None else seed

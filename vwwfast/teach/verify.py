@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vwwfast import config as C
+from vwwfast.data.shards import view_defaults
 from vwwfast.data.split import SplitData, val_params
 from vwwfast.errors import UserError
 from vwwfast.teach.cache import TeacherCache
@@ -136,7 +137,8 @@ def verify_store(cfg) -> dict:
     if val_done and len(stored_val):
         vsplit = shards.split("val")
         vidx = np.sort(rng.choice(len(vsplit), size=min(cfg.samples, len(vsplit)), replace=False))
-        check("val", "val", [(val_params(vsplit), vidx, stored_val[vidx])])
+        crop = view_defaults(shards.manifest)["val_center_crop"]  # as cache-teacher made them
+        check("val", "val", [(val_params(vsplit, crop), vidx, stored_val[vidx])])
     if param_diff > 1e-6:
         failures.insert(0, f"stored view parameters differ from those regenerated from its view spec "
                            f"and seed {store.seed} (by up to {param_diff:.3g})")

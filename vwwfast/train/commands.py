@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vwwfast import config as C
 from vwwfast import distributed as D
+from vwwfast.data.shards import read_manifest, view_defaults, with_shard_views
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
 from vwwfast.models import ensure_imagenet_weights
@@ -49,7 +50,8 @@ def _resolve_all(cfgs: list) -> list:
     store = TS.open_store(base.cache) if cached else None
     needs = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
     TS.refuse_unused_teacher(base, needs)
-    resolved = [TS.resolve_settings(c, store) for c in cfgs]
+    manifest = read_manifest(Path(base.shards))
+    resolved = [TS.resolve_settings(_shard_views(c, manifest, store), store) for c in cfgs]
     if base.train_limit is not None:  # more than the shards hold: refused before any record
         from vwwfast.data.epochs import train_subset
         from vwwfast.data.shards import ShardSet
@@ -57,6 +59,18 @@ def _resolve_all(cfgs: list) -> list:
     for arch in sorted({c.arch for c in resolved if c.pretrained}):
         ensure_imagenet_weights(arch)  # offline: one line, before any record is made
     return resolved
+
+
+def _shard_views(cfg, manifest: dict, store):
+    """The views the shard set asks for where the run leaves them open (Wake Vision: the
+    centre crop its labels were made on), so that the run's config records them: the val
+    view, and the training views unless a store's are taken as they are."""
+    updates = {}
+    if cfg.val_center_crop is None:
+        updates["val_center_crop"] = view_defaults(manifest)["val_center_crop"]
+    if store is None or store.plain or cfg.view_spec is not None:
+        updates["view"] = with_shard_views(manifest, cfg.view)
+    return dataclasses.replace(cfg, **updates)
 
 
 def train_teacher(cfg: C.TrainConfig) -> dict:

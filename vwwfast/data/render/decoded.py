@@ -81,6 +81,20 @@ def decoded_fits(n: int, size: int, device, budget_bytes: int | None = None) -> 
     return placement(n, size, torch.device(device), budget_bytes) is not None
 
 
+def why_not_decoded(n: int, size: int, device, budget_bytes: int | None = None) -> str:
+    """In words, the memory a decoded cache would need against what it may take."""
+    device = torch.device(device)
+    gib = lambda b: f"{b / 2**30:,.1f} GiB"  # noqa: E731
+    budget = budget_bytes if budget_bytes is not None else default_budget(device)
+    where = "--decoded-budget-gb" if budget_bytes is not None else \
+        f"40% of free {'GPU' if device.type == 'cuda' else 'host'} memory"
+    text = (f"a decoded cache of {n:,} images at {size} px would need {gib(decoded_nbytes(n, size))}, "
+            f"more than {gib(budget)} ({where})")
+    if device.type == "cuda":
+        text += f" or 40% of available host memory ({gib(0.4 * host_available_bytes())})"
+    return text
+
+
 def split_fingerprint(split) -> str:
     """The shard content hash when the split knows it, else a hash of its sample table."""
     known = getattr(split, "content_hash", None)

@@ -23,14 +23,15 @@ def make_renderer(name: str, split, *, device, decoded_size: int = 160,
     if name not in RENDERERS:
         raise UserError(f"unknown renderer '{name}': use one of {', '.join(RENDERERS)}")
     if name == "auto":
-        from vwwfast.data.render.decoded import decoded_fits
+        from vwwfast.data.render.decoded import decoded_fits, why_not_decoded
         need = out_size or 0
         if decoded_size >= need and decoded_fits(len(split), decoded_size, device, budget_bytes):
             name, why = "decoded", f"decoded cache {decoded_size}px fits in memory"
         elif decoded_size < need:
             name, why = "dali", f"decoded cache {decoded_size}px is smaller than {need}px output"
-        else:
-            name, why = "dali", "decoded cache would not fit the memory budget"
+        else:  # a set larger than memory: stream its JPEGs, hold nothing per image
+            name = "dali"
+            why = f"{why_not_decoded(len(split), decoded_size, device, budget_bytes)}: streaming the JPEGs"
         _say_once(info, f"renderer: {name} ({why})")
     if name == "dali" and not dali_available():
         _say_once(warn, "NVIDIA DALI is not installed: the 'dali' renderer falls back to PIL "
