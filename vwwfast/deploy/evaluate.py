@@ -10,8 +10,6 @@ most confident mistakes of each kind.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tarfile
 from dataclasses import dataclass
@@ -150,24 +148,11 @@ def sample_meta(split) -> dict[str, dict]:
     return out
 
 
-def sample_key(i: int) -> str:
-    from vwwfast.data.shards import KEY_DIGITS
-    return f"{int(i):0{KEY_DIGITS}d}"
-
-
 def write_predictions(path: Path, split, m: dict) -> None:
-    """One line per sample in index order: key, source id, file, label, prob person, prediction."""
-    meta = sample_meta(split)
-    order = np.argsort(m["indices"], kind="stable")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "source_id", "file", "label", "prob_person", "prediction"])
-    for j in order:
-        key = sample_key(m["indices"][j])
-        info = meta.get(key, {})
-        w.writerow([key, info.get("source_id", ""), info.get("file", ""), int(m["labels"][j]),
-                    f"{float(m['prob_person'][j]):.6f}", int(m["preds"][j])])
-    _write_text(path, buf.getvalue())
+    """One line per sample in key order: key, source id, file, label, prob person, prediction
+    (records/predictions.py reads and writes the format)."""
+    from vwwfast.records.predictions import write_predictions as write
+    write(path, m["indices"], m["labels"], m["prob_person"], m["preds"], meta=sample_meta(split))
 
 
 def confident_mistakes(m: dict, k: int = SHEET_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
