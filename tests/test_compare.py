@@ -332,7 +332,7 @@ def test_plot_of_a_replicate_group_draws_a_band(tmp_path, capsys, monkeypatch):
     groups = replicate_sets(rec.runs())
     assert [len(g) for g in groups] == [3, 3]
     labels = group_labels(groups)
-    assert labels[0].startswith("a=0.5, 3 init seeds (0,1,2): best val acc ")
+    assert labels[0].startswith("a=0.5, 3 init seeds (0,1,2): best val acc mean ")
     fig = plots.compare_figure(groups, labels, "t")
     ax_acc = fig.axes[0]
     bands = [c for c in ax_acc.collections if isinstance(c, PolyCollection)]
@@ -342,3 +342,4 @@ def test_plot_of_a_replicate_group_draws_a_band(tmp_path, capsys, monkeypatch):
     out = tmp_path / "band.png"
     runs_command(C.RunsConfig(runs_dir=str(tmp_path), plot=["seeds"], out=str(out)))
     assert capsys.readouterr().out.strip() == str(out) and out.read_bytes()[:4] == b"\x89PNG"
+

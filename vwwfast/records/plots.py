@@ -210,9 +210,9 @@ def compare_figure(runs: list, labels: list[str], title: str):
         _draw(ax_r1, recs, "recall_1", color, ":")
         if ax_alpha is not None:
             _draw(ax_alpha, recs, "alpha", color, "-")
-    banded = any(len(g) > 1 for g in groups)
-    ax_acc.set_title("val accuracy (star: best epoch" + ("; replicates: mean, band min..max)"
-                                                          if banded else ")"), fontsize=10)
+    notes = (["star: best epoch"] if any(len(g) == 1 for g in groups) else []) + \
+        (["replicates: mean, band min..max"] if any(len(g) > 1 for g in groups) else [])
+    ax_acc.set_title("val accuracy" + (f" ({'; '.join(notes)})" if notes else ""), fontsize=10)
     ax_r0.set_title("recall no-person", fontsize=10)
     ax_r1.set_title("recall person", fontsize=10)
     if ax_alpha is not None:

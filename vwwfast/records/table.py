@@ -565,7 +565,7 @@ def group_labels(groups: list[list[Run]]) -> list[str]:
             continue
         mean, sd = stats.mean_sd([r.summary["best_val_acc"] for r in g
                                   if r.summary.get("best_val_acc") is not None])
-        acc = "" if mean is None else f": best val acc {mean:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+        acc = "" if mean is None else f": best val acc mean {mean:.4f}" + ("" if sd is None else f", sd {sd:.4f}")
         out.append(f"{label}, {len(g)} init seeds ({','.join(fmt_value(x) for x in seeds)}){acc}")
     return out
 
