@@ -343,3 +343,15 @@ def test_plot_of_a_replicate_group_draws_a_band(tmp_path, capsys, monkeypatch):
     runs_command(C.RunsConfig(runs_dir=str(tmp_path), plot=["seeds"], out=str(out)))
     assert capsys.readouterr().out.strip() == str(out) and out.read_bytes()[:4] == b"\x89PNG"
 
+
+# ---------------------------------------------------------------------------------------
+# What training keeps
+
+def test_a_run_keeps_its_val_predictions_at_its_checkpoint(student):  # noqa: F811
+    """Every run writes predictions.csv when it saves model.pt: every val sample once, and
+    the confusion matrix its record holds for that checkpoint."""
+    run = Run(student)
+    preds = read_predictions(student / "predictions.csv")
+    assert preds.keys.tolist() == [f"{i:09d}" for i in range(48)]
+    assert preds.confusion() == run.summary["confusion"]
+    assert preds.acc == pytest.approx(run.summary["best_val_acc"])

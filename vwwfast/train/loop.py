@@ -206,7 +206,7 @@ def _loop(students, base, source, train, val, steps, wall0) -> None:
         settle_bn([s.model for s in active], train, order, params, base.batch_size,
                   [s.cfg.bn_settle for s in active])
         metrics = evaluate_many([s.model for s in active], val, base.batch_size * 2,
-                                base.val_center_crop)
+                                base.val_center_crop, outputs=True)
         digest = views_digest(params)
         epoch_seconds.append(time.perf_counter() - t_epoch)
         eta = (base.epochs - epoch) * float(np.mean(epoch_seconds[-3:]))
