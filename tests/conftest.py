@@ -117,7 +117,7 @@ def vwwfast_cmd(*argv) -> list[str]:
 
 def run_vwwfast(*argv, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """`vwwfast ARGV` in a subprocess, to its end; text output captured."""
-    return subprocess.run(vwwfast_cmd(*argv), capture_output=True, text=True, env=vwwfast_env(),
+    return subprocess.run(vwwfast_cmd(*argv), check=False, capture_output=True, text=True, env=vwwfast_env(),
                           timeout=timeout, **kw)
 
 

@@ -68,7 +68,12 @@ def test_sweep_under_torchrun(synth_shards, small_teacher, tmp_path):
     runs = [p for p in (tmp_path / "runs").iterdir() if (p / "config.yaml").is_file()]
     sweeps = [p for p in (tmp_path / "runs").iterdir() if (p / "sweep.json").is_file()]
     assert len(runs) == 2 and len(sweeps) == 1
+    from vwwfast.records.predictions import read_predictions
     for run in runs:
         lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
         assert [l["epoch"] for l in lines] == [1, 2]
         assert all(np.array(l["confusion"]).sum() == 48 for l in lines)
+        # the val predictions of model.pt, gathered from both ranks: every sample once
+        preds = read_predictions(run / "predictions.csv")
+        assert preds.keys.tolist() == [f"{i:09d}" for i in range(48)]
+        assert preds.confusion() == json.loads((run / "summary.json").read_text())["confusion"]

@@ -143,7 +143,8 @@ def wv_shards(wv, tmp_path_factory):
 
 def held(shards_dir: Path) -> dict[str, list[tuple]]:
     """split -> [(file, label, distance_only)] read back from the tars, in index order."""
-    from vwwfast.deploy.evaluate import sample_key, sample_meta
+    from vwwfast.deploy.evaluate import sample_meta
+    from vwwfast.records.predictions import sample_key
     s = ShardSet.open(shards_dir)
     out = {}
     for name in s.split_names:
@@ -176,7 +177,8 @@ def test_shards_hold_exactly_the_csv_labels_and_splits(wv, wv_shards):
 
 
 def test_each_sample_keeps_its_file_name_and_every_csv_column(wv, wv_shards):
-    from vwwfast.deploy.evaluate import sample_key, sample_meta
+    from vwwfast.deploy.evaluate import sample_meta
+    from vwwfast.records.predictions import sample_key
     s = ShardSet.open(wv_shards)
     test = s.split("test")
     cols = s.columns("test")

@@ -65,6 +65,16 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_gather_objects(obj) -> list:
+    """Every rank's `obj` (picklable: numpy arrays of per-sample outputs), in rank order, on
+    every rank; [obj] with one process."""
+    if not active():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def wrap(model):
     """DistributedDataParallel when launched by torchrun; the model itself otherwise."""
     if not active():

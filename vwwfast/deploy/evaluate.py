@@ -14,8 +14,6 @@ precision, recall and F1 (vwwfast.data.sources.wake_vision says what each subset
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tarfile
 from dataclasses import dataclass
@@ -215,29 +213,13 @@ def sample_meta(split) -> dict[str, dict]:
     return out
 
 
-def sample_key(i: int) -> str:
-    from vwwfast.data.shards import KEY_DIGITS
-    return f"{int(i):0{KEY_DIGITS}d}"
-
-
 def write_predictions(path: Path, split, m: dict, columns: dict | None = None) -> None:
-    """One line per sample in index order: key, source id, file, label, prob person,
-    prediction, then the split's per-sample columns when it has them (Wake Vision: every CSV
-    column and distance_only)."""
-    meta = sample_meta(split)
-    order = np.argsort(m["indices"], kind="stable")
-    names = list(columns or {})
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["key", "source_id", "file", "label", "prob_person", "prediction"] + names)
-    for j in order:
-        i = m["indices"][j]
-        key = sample_key(i)
-        info = meta.get(key, {})
-        w.writerow([key, info.get("source_id", ""), info.get("file", ""), int(m["labels"][j]),
-                    f"{float(m['prob_person'][j]):.6f}", int(m["preds"][j])]
-                   + [int(columns[c][i]) for c in names])
-    _write_text(path, buf.getvalue())
+    """One line per sample in key order: key, source id, file, label, prob person, prediction,
+    then the split's per-sample columns when it has them (Wake Vision: every CSV column and
+    distance_only); records/predictions.py reads and writes the format."""
+    from vwwfast.records.predictions import write_predictions as write
+    write(path, m["indices"], m["labels"], m["prob_person"], m["preds"], meta=sample_meta(split),
+          columns=columns)
 
 
 def confident_mistakes(m: dict, k: int = SHEET_COLUMNS) -> tuple[np.ndarray, np.ndarray]:

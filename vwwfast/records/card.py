@@ -15,7 +15,16 @@ from typing import Optional
 import yaml
 
 from vwwfast.fmt import fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
-from vwwfast.records.runs import Run, config_changes, previous_run, read_json, short_id
+from vwwfast.records import stats
+from vwwfast.records.compare import REPLICATE_KEY, pair_runs, replicate_groups
+from vwwfast.records.runs import (
+    Run,
+    SweepRecord,
+    config_changes,
+    previous_run,
+    read_json,
+    short_id,
+)
 
 NOTES_BEGIN = "<!-- notes: your conclusions go below; vwwfast keeps them when it rewrites this card -->"
 NOTES_END = "<!-- /notes -->"
@@ -74,6 +83,12 @@ def _result(summary: dict) -> list[str]:
              f"{fmt_metric(summary.get('recall_0'))} | {fmt_metric(summary.get('recall_1'))} | "
              f"{fmt_rate(summary.get('img_per_s'))} | {fmt_duration(summary.get('wall_time_s'))} |"]
     cm = summary.get("confusion")
+    n = sum(sum(row) for row in cm) if cm else None
+    se = stats.binomial_se(summary["best_val_acc"], n)
+    if se is not None:
+        lines += ["", f"Val acc {fmt_metric(summary['best_val_acc'])} ± {se:.4f}: one binomial "
+                      f"standard error on {n:,} val images. Whether another run differs by more "
+                      f"than this val set can resolve: `vwwfast runs --diff` (paired test)."]
     if cm:
         (tn, fp), (fn, tp) = cm
         lines += ["", f"Confusion matrix (val, epoch {summary.get('best_epoch') or '-'}):", "",
@@ -99,10 +114,37 @@ def _change(run: Run, config: dict, summary: dict) -> list[str]:
         delta = a - b if a is not None and b is not None else None
         shown = "-" if delta is None else (f"{int(delta):+d}" if digits == 0 else fmt_delta(delta))
         lines.append(f"| {name} | {fmt(a)} | {fmt(b)} | {shown} |")
+    pairing = pair_runs(prev, run, name_a="the previous run", name_b="this run")
+    if pairing.result is not None:
+        lines += ["", f"Paired on the val images: {stats.in_words(pairing.result, 'this run')}."]
+        lines += [f"- note: {w}" for w in pairing.warnings]
+    else:
+        lines += ["", pairing.reason[:1].upper() + pairing.reason[1:] + "."]
     changes = config_changes(prev.config, config)
     lines += ["", "Settings changed:" if changes else "No setting changed.", ""]
     lines += [f"- {k}: {fmt_value(a)} -> {fmt_value(b)}" for k, a, b in changes]
     return lines
+
+
+def _replicates(run: Run, summary: dict) -> list[str]:
+    """A sweep over init_seed: the group of members that differ from this run only in it."""
+    if not summary.get("sweep"):
+        return []
+    record = SweepRecord(run.path.parent / summary["sweep"])
+    if REPLICATE_KEY not in record.swept:
+        return []
+    members = record.members
+    own = next((m for m in members if m["run"] == run.id), None)
+    if own is None:
+        return []
+    group = next(g for g in replicate_groups(
+        [{**m, "val_acc": 0.0} for m in members]) if run.id in g["members"])  # membership only
+    where = ", ".join(f"{k} {fmt_value(v)}" for k, v in group["settings"].items()) or "the same settings"
+    names = [f"`{short_id(m)}`" + (" (this run)" if m == run.id else "") for m in group["members"]]
+    seeds = ", ".join(fmt_value(x) for x in group["init_seeds"])
+    return [f"**Replicate group:** {len(names)} runs at {where}, init seeds {seeds}: "
+            f"{', '.join(names)}. Their mean ± sd: `vwwfast runs --sweep "
+            f"{short_id(summary['sweep'])}`.", ""]
 
 
 def _teacher(summary: dict, config: dict, kind: Optional[str]) -> list[str]:
@@ -219,6 +261,7 @@ def card_text(run: Run, summary: dict, notes: str = "") -> str:
              f"**Status:** {_status_line(run, summary, config)}", "",
              f"Short id `{run.short_id}`, started {str(summary.get('started', '?')).replace('T', ' ')}"
              + (f", member of sweep `{short_id(summary['sweep'])}`" if summary.get("sweep") else ""), "",
+             *_replicates(run, summary),
              "## Result (val, best epoch)", "", *_result(summary), "",
              f"## Change vs previous {kind} run", "", *_change(run, config, summary), "",
              *_teacher(summary, config, run.kind)]

@@ -174,10 +174,35 @@ def write_curves(run: Run) -> Path:
 # ---------------------------------------------------------------------------------------
 # Several runs on one figure
 
-def compare_figure(runs: list[Run], labels: list[str], title: str):
+def _band_series(records: list[list[dict]], key: str):
+    """Epochs, mean, min and max of `key` over replicate runs, at each epoch some run has."""
+    by_epoch: dict[int, list[float]] = {}
+    for recs in records:
+        for e, v in zip(*_series(recs, key)):
+            by_epoch.setdefault(e, []).append(v)
+    epochs = sorted(by_epoch)
+    vals = [by_epoch[e] for e in epochs]
+    return (epochs, [sum(v) / len(v) for v in vals], [min(v) for v in vals],
+            [max(v) for v in vals], [len(v) for v in vals])
+
+
+def _draw(ax, records: list[list[dict]], key: str, color, style: str, label=None) -> None:
+    """One run as a line; a replicate group as its mean with a band from min to max."""
+    if len(records) == 1:
+        ax.plot(*_series(records[0], key), style, color=color, marker=".", label=label)
+        return
+    epochs, mean, low, high, _ = _band_series(records, key)
+    ax.fill_between(epochs, low, high, color=color, alpha=0.22, lw=0, step=None)
+    ax.plot(epochs, mean, style, color=color, lw=2, label=label)
+
+
+def compare_figure(runs: list, labels: list[str], title: str):
+    """Several runs on one figure. An item of `runs` is a Run, or a list of Runs: a replicate
+    group (runs that differ only in init_seed), drawn as its mean with a min..max band."""
     plt = _pyplot()
-    records = [r.epochs() for r in runs]
-    kd = any(uses_kd(recs) for recs in records)
+    groups = [r if isinstance(r, (list, tuple)) else [r] for r in runs]
+    records = [[run.epochs() for run in g] for g in groups]
+    kd = any(uses_kd(recs) for g in records for recs in g)
     # the legend goes under the panels, in as many columns as its labels allow
     longest = max((len(x) for x in labels), default=1)
     ncol = max(1, min(len(labels), 150 // (longest + 8)))
@@ -194,18 +219,21 @@ def compare_figure(runs: list[Run], labels: list[str], title: str):
             _integer_epochs(ax)
     for ax in (ax_r0,) + ((ax_acc,) if ax_alpha is not None else ()):
         ax.set_xlabel("")  # the panel below, on the same epochs, says it
-    cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
-    for k, (run, recs, label) in enumerate(zip(runs, records, labels)):
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    for k, (group, recs, label) in enumerate(zip(groups, records, labels)):
         color = cmap(k % cmap.N)
-        ax_acc.plot(*_series(recs, "val_acc"), color=color, marker=".", label=label)
-        s = run.summary
-        if s.get("best_epoch") and s.get("best_val_acc") is not None:
-            ax_acc.plot([s["best_epoch"]], [s["best_val_acc"]], "*", color=color, ms=12, zorder=5)
-        ax_r0.plot(*_series(recs, "recall_0"), color=color, marker=".", ls="--")
-        ax_r1.plot(*_series(recs, "recall_1"), color=color, marker=".", ls=":")
+        _draw(ax_acc, recs, "val_acc", color, "-", label)
+        if len(group) == 1:
+            s = group[0].summary
+            if s.get("best_epoch") and s.get("best_val_acc") is not None:
+                ax_acc.plot([s["best_epoch"]], [s["best_val_acc"]], "*", color=color, ms=12, zorder=5)
+        _draw(ax_r0, recs, "recall_0", color, "--")
+        _draw(ax_r1, recs, "recall_1", color, ":")
         if ax_alpha is not None:
-            ax_alpha.plot(*_series(recs, "alpha"), color=color, marker=".")
-    ax_acc.set_title("val accuracy (star: best epoch)", fontsize=10)
+            _draw(ax_alpha, recs, "alpha", color, "-")
+    notes = (["star: best epoch"] if any(len(g) == 1 for g in groups) else []) + \
+        (["replicates: mean, band min..max"] if any(len(g) > 1 for g in groups) else [])
+    ax_acc.set_title("val accuracy" + (f" ({'; '.join(notes)})" if notes else ""), fontsize=10)
     ax_r0.set_title("recall no-person", fontsize=10)
     ax_r1.set_title("recall person", fontsize=10)
     if ax_alpha is not None:
@@ -217,7 +245,7 @@ def compare_figure(runs: list[Run], labels: list[str], title: str):
     return fig
 
 
-def write_compare(runs: list[Run], labels: list[str], out, title: str) -> Path:
+def write_compare(runs: list, labels: list[str], out, title: str) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, _png(compare_figure(runs, labels, title)))

@@ -15,13 +15,24 @@ from pathlib import Path
 from typing import Optional
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
 from vwwfast.provenance import arch_short
+from vwwfast.records import stats
+from vwwfast.records.compare import (
+    NO_PREDICTIONS,
+    REPLICATE_KEY,
+    pair_runs,
+    replicate_groups,
+    replicate_key,
+    versus_best,
+)
+from vwwfast.records.predictions import FILE as PREDICTIONS_FILE
 from vwwfast.records.runs import (
     KINDS,
     NOISE,
@@ -33,6 +44,7 @@ from vwwfast.records.runs import (
     resolve_run,
     short_id,
 )
+from vwwfast.records.stats import fmt_p
 
 # Settings of how a run is executed, not of what it learns: --wide shows them, the table not.
 EXECUTION = {"device", "compile", "renderer", "decoded_size", "decoded_budget_gb", "sweep_mode"}
@@ -135,6 +147,39 @@ def setting_text(key: str, value, short: bool = True) -> str:
     return fmt_value(value)
 
 
+NARROW_MARK = {"best": "*"}  # one character in the narrow table
+
+
+def fmt_acc_se(acc, se) -> str:
+    """0.8350±0.0041: an accuracy and one standard error."""
+    if acc is None:
+        return "-"
+    return fmt_metric(acc) + ("" if se is None else f"±{se:.4f}")
+
+
+def noise_captions(rows: list[dict], marks: bool, wide: bool) -> list[str]:
+    """What the ± and the marks mean, under the table."""
+    sizes = {r.get("val_n") for r in rows if r.get("val_acc") is not None} - {None}
+    on = f"{sizes.pop():,} val images" if len(sizes) == 1 else "each run's val images"
+    lines = [f"± one standard error of the val acc (binomial, {on})"]
+    if not marks:
+        return lines
+    bests = {r["kind"]: r for r in rows if (r.get("vs_best") or {}).get("mark") == "best"}
+    whose = "the best" if len(bests) == 1 else "the best of its kind"
+    best = "best" if wide else "*"
+    lines[0] += (f"; {best} the best shown{'' if len(bests) == 1 else ' of its kind'}; ≈ not "
+                 f"distinguishable from {whose}: paired McNemar p >= {stats.ALPHA:g} on the "
+                 f"images both were scored on")
+    whys = {(r.get("vs_best") or {}).get("why") for r in rows
+            if (r.get("vs_best") or {}).get("mark") == "?"}
+    if whys == {NO_PREDICTIONS}:
+        lines[0] += (f"; ? no paired test: no {PREDICTIONS_FILE} (`vwwfast eval RUN --predictions "
+                     f"RUN/{PREDICTIONS_FILE}` makes them)")
+    elif whys:
+        lines[0] += "; ? no paired test (`vwwfast runs --diff` says why)"
+    return lines
+
+
 # ---------------------------------------------------------------------------------------
 # The table
 
@@ -200,7 +245,14 @@ def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
         t.add_column("teacher", no_wrap=True)
         if wide:
             t.add_column("teacher\nval acc", no_wrap=True, justify="right")
-    for name in ("val\nacc", "best\nepoch", "recall\nno-pers", "recall\nperson"):
+    # the mark against the best run: inside the accuracy's cell in the narrow table (it fits
+    # 100 columns), in columns of its own with the p-value in the wide one
+    marks = any(r.get("vs_best") for r in rows)
+    t.add_column("val acc\n± se", no_wrap=True, justify="right")
+    if marks and wide:
+        t.add_column("vs\nbest", no_wrap=True, justify="center")
+        t.add_column("p vs\nbest", no_wrap=True, justify="right")
+    for name in ("best\nepoch", "recall\nno-pers", "recall\nperson"):
         t.add_column(name, no_wrap=True, justify="right")
     if wide:
         for name in ("TN FP FN TP", "epochs", "wall", "img/s", "started", "device", "sweep"):
@@ -221,8 +273,16 @@ def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
             cells.append(((r["teacher_run"] or r["teacher"]) if wide else r["teacher"]) if student else "-")
             if wide:
                 cells.append(fmt_metric(r["teacher_val_acc"]) if student else "-")
-        cells += [fmt_metric(r["val_acc"]), str(r["best_epoch"] or "-"),
-                  fmt_metric(r["recall_0"], 3), fmt_metric(r["recall_1"], 3)]
+        vs = r.get("vs_best") or {}
+        mark = vs.get("mark", "")
+        if marks and wide:
+            cells += [fmt_acc_se(r["val_acc"], r.get("val_acc_se")), mark,
+                      fmt_p(vs["mcnemar_p"]) if "mcnemar_p" in vs else "-"]
+        else:
+            cells.append(fmt_acc_se(r["val_acc"], r.get("val_acc_se"))
+                         + (NARROW_MARK.get(mark, mark) or " " if marks else ""))
+        cells += [str(r["best_epoch"] or "-"), fmt_metric(r["recall_0"], 3),
+                  fmt_metric(r["recall_1"], 3)]
         if wide:
             cm = r["confusion"]
             cells += [" ".join(str(v) for row in cm for v in row) if cm else "-",
@@ -231,6 +291,7 @@ def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
                       str(r["started"] or "-"), str(r["device"] or "-"),
                       short_id(r["sweep"]) if r["sweep"] else "-"]
         t.add_row(*cells)
+    captions += noise_captions(rows, marks, wide)
     if abbreviated:
         captions.append(", ".join(abbreviated))
     if dropped:
@@ -264,7 +325,7 @@ def write_csv(rows: list[dict], file=None) -> None:
     in config.yaml; `epochs` is the setting, `epochs_done` what ran)."""
     file = file or sys.stdout
     keys = ["id", "short_id", "kind", "status", "goal", "started", "ended", "val_acc",
-            "best_epoch", "recall_0", "recall_1", "tn", "fp", "fn", "tp", "epochs_done",
+            "val_acc_se", "val_n", "vs_best", "mcnemar_p_vs_best", "best_epoch", "recall_0", "recall_1", "tn", "fp", "fn", "tp", "epochs_done",
             "wall_time_s", "img_per_s", "device", "teacher_short_id", "teacher_run", "teacher_val_acc",
             "sweep", "path"]
     settings: list[str] = []
@@ -280,8 +341,10 @@ def write_csv(rows: list[dict], file=None) -> None:
     w.writerow(keys + settings)
     for r in rows:
         cm = r["confusion"] or [[None, None], [None, None]]
+        vs = r.get("vs_best") or {}
         flat = {**r, "tn": cm[0][0], "fp": cm[0][1], "fn": cm[1][0], "tp": cm[1][1],
-                "teacher_short_id": r["teacher"]}
+                "teacher_short_id": r["teacher"], "vs_best": vs.get("mark"),
+                "mcnemar_p_vs_best": vs.get("mcnemar_p")}
         w.writerow([cell(flat.get(k)) for k in keys] + [cell(r["config"].get(k)) for k in settings])
 
 
@@ -295,6 +358,7 @@ def print_runs(runs_dir, kind: Optional[str] = None, sort: str = "time", *, wide
     """The runs table (fmt 'table'), or every column as 'csv' / 'json' on stdout."""
     from vwwfast.progress import info
     rows = list_runs(runs_dir, kind, sort)
+    versus_best(rows)
     if fmt == "csv":
         write_csv(rows)
     elif fmt == "json":
@@ -325,30 +389,94 @@ def print_sweep(ref: str, runs_dir, kind: Optional[str] = None, *, wide: bool = 
         if kind is None or row["kind"] == kind:
             rows.append({**row, "sweep_settings": m.get("settings") or {}})
     rows = _by_val_acc(rows)
+    versus_best(rows)
     values = [r["sweep_settings"] for r in rows]
+    groups = sweep_replicates(rows)
     if fmt == "csv":
         write_csv(rows)
     elif fmt == "json":
-        write_json({**data, "rows": rows})
+        write_json({**data, "rows": rows, "replicates": groups})
     else:
         swept = list(record.swept) or differing([r["config"] for r in rows], wide)
         status = data.get("status", "?")
-        title = (f"sweep {record.short_id}: {data.get('mode', '?')} over {', '.join(swept) or '-'}, "
-                 f"{len(rows)} runs, {status} (best val acc first)")
-        _print(runs_table(rows, swept, wide=wide, title=title, width=_target_width(console),
-                          values=values), console, wide)
+        head = f"sweep {record.short_id}: {data.get('mode', '?')} over {', '.join(swept) or '-'}"
+        replicated = REPLICATE_KEY in swept and len(groups) < len(rows)
+        if replicated:
+            title = (f"{head}, {status}: {len(rows)} runs in {len(groups)} replicate group"
+                     f"{'s' if len(groups) > 1 else ''} (alike but for {REPLICATE_KEY}), best "
+                     f"mean first")
+            _print(replicates_table(groups, rows, [k for k in swept if k != REPLICATE_KEY],
+                                    wide, title), console, wide)
+        if wide or not replicated:
+            title = f"{head}, {len(rows)} runs, {status} (best val acc first)"
+            _print(runs_table(rows, swept, wide=wide, title=title, width=_target_width(console),
+                              values=values), console, wide)
     return rows
+
+
+def sweep_replicates(rows: list[dict]) -> list[dict]:
+    """The sweep's members grouped by every swept setting but init_seed, best mean first."""
+    groups = replicate_groups([{"run": r["id"], "settings": r["sweep_settings"],
+                                "val_acc": r["val_acc"]} for r in rows])
+    return sorted(groups, key=lambda g: (g["mean"] is None, -(g["mean"] or 0.0)))
+
+
+def replicates_table(groups: list[dict], rows: list[dict], settings: list[str], wide: bool,
+                     title: str) -> Group:
+    """One row per replicate group: its settings, n, mean ± sd of best val acc, the range."""
+    t = Table(box=box.SIMPLE_HEAD if not wide else box.SQUARE, show_edge=wide, pad_edge=wide,
+              padding=(0, 1) if wide else (0, 1, 0, 0))
+    for k in settings:
+        t.add_column(k if wide else C.short_name(k), no_wrap=True, justify="right")
+    t.add_column(REPLICATE_KEY if wide else C.short_name(REPLICATE_KEY), no_wrap=True)
+    t.add_column("n", no_wrap=True, justify="right")
+    t.add_column("best val acc\nmean ± sd", no_wrap=True, justify="right")
+    t.add_column("min..max", no_wrap=True, justify="right")
+    if wide:
+        t.add_column("runs", no_wrap=False, overflow="fold")
+    accs = {r["id"]: r["val_acc"] for r in rows}
+    for g in groups:
+        cells = [setting_text(k, g["settings"].get(k), short=not wide) for k in settings]
+        cells.append(",".join(fmt_value(x) for x in g["init_seeds"]) or "-")
+        cells.append(str(g["n"]))
+        if g["mean"] is None:
+            cells += ["-", "-"]
+        else:
+            got = [accs[m] for m in g["members"]]
+            cells.append(fmt_metric(g["mean"]) + ("" if g["sd"] is None else f"±{g['sd']:.4f}"))
+            cells.append(f"{min(got):.4f}..{max(got):.4f}" if len(got) > 1 else "-")
+        if wide:
+            cells.append(" ".join(g["members"] + g.get("without_result", [])))
+        t.add_row(*cells)
+    sizes = {r.get("val_n") for r in rows} - {None}
+    ses = [r["val_acc_se"] for r in rows if r.get("val_acc_se") is not None]
+    notes = ["sd: the spread of the members' best val acc over init seeds (sample sd; none for a "
+             "group of one)"]
+    if len(sizes) == 1 and ses:
+        notes.append(f"one run's own noise on these {sizes.pop():,} val images: about "
+                     f"±{max(ses):.4f} (one binomial standard error)")
+    if not wide:
+        notes.append("--wide lists every run")
+    # title and notes as text around the table: a narrow table would wrap them to its width
+    return Group(Text(title), t, Text("; ".join(notes)))
 
 
 def diff_runs(a: str, b: str, runs_dir) -> dict:
     """Settings changed from run a to run b, and the result change (b - a)."""
-    ra, rb = run_row(resolve_run(a, runs_dir)), run_row(resolve_run(b, runs_dir))
+    run_a, run_b = resolve_run(a, runs_dir), resolve_run(b, runs_dir)
+    ra, rb = run_row(run_a), run_row(run_b)
     delta = {k: (rb[k] - ra[k] if ra[k] is not None and rb[k] is not None else None)
              for k in ("val_acc", "recall_0", "recall_1", "best_epoch")}
     changes = config_changes(ra["config"], rb["config"])
     if ra["teacher_run"] != rb["teacher_run"] and (ra["teacher_run"] or rb["teacher_run"]):
         changes.append(("teacher run", ra["teacher_run"], rb["teacher_run"]))
-    return {"a": ra, "b": rb, "changes": changes, "delta": delta}
+    pairing = pair_runs(run_a, run_b, name_a="a", name_b="b")
+    paired = None
+    if pairing.result is not None:
+        paired = {**pairing.result, "in_words": stats.in_words(pairing.result, "b"),
+                  "warnings": pairing.warnings}
+    return {"a": ra, "b": rb, "changes": changes, "delta": delta, "paired": paired,
+            "paired_reason": pairing.reason}
 
 
 def print_diff(a: str, b: str, runs_dir, fmt: str = "table",
@@ -381,7 +509,18 @@ def print_diff(a: str, b: str, runs_dir, fmt: str = "table",
     t.add_row("best epoch", str(ra["best_epoch"] or "-"), str(rb["best_epoch"] or "-"),
               "-" if de is None else f"{int(de):+d}")
     _print(t, console, wide=False)
+    target.print(paired_text(d), markup=False, highlight=False)
     return d
+
+
+def paired_text(d: dict) -> str:
+    """The paired comparison of a diff in words, or the one line that says why there is none."""
+    p = d["paired"]
+    if p is None:
+        return d["paired_reason"]
+    lines = [f"paired, image by image, on {p['n']:,} val images: a right and b wrong on "
+             f"{p['b']:,}, a wrong and b right on {p['c']:,}", p["in_words"]]
+    return "\n".join(lines + [f"note: {w}" for w in p["warnings"]])
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,11 +541,11 @@ def _plot_refs(refs: list[str], runs_dir) -> list[Run]:
     return runs
 
 
-def plot_labels(runs: list[Run]) -> list[str]:
+def plot_labels(runs: list[Run], skip=()) -> list[str]:
     """Each run labelled by the settings that differ among them ('alpha=0.7, T=4'; unset ones
     left out); by its short id too when that leaves two alike or nothing differs."""
     rows = [run_row(r) for r in runs]
-    keys = differing([r["config"] for r in rows])
+    keys = [k for k in differing([r["config"] for r in rows]) if k not in skip]
     labels = [", ".join(f"{C.short_name(k)}={setting_text(k, r['config'][k])}"
                         for k in keys if r["config"].get(k) is not None) for r in rows]
     teachers = {r["teacher"] for r in rows if r["kind"] == "student" and r["teacher"] != "-"}
@@ -416,6 +555,34 @@ def plot_labels(runs: list[Run]) -> list[str]:
     if len(runs) == 1 or any(not x for x in labels) or len(set(labels)) < len(labels):
         labels = [f"{r['short_id']}" + (f": {label}" if label else "") for r, label in zip(rows, labels)]
     return labels
+
+
+def replicate_sets(runs: list[Run]) -> list[list[Run]]:
+    """The runs grouped with those that differ from them only in init_seed, in order."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(replicate_key(r.config), []).append(r)
+    return list(groups.values())
+
+
+def group_labels(groups: list[list[Run]]) -> list[str]:
+    """plot_labels for replicate groups: the settings that differ among the groups, then for
+    a group its init seeds and the mean ± sd of its best val acc."""
+    if all(len(g) == 1 for g in groups):
+        return plot_labels([g[0] for g in groups])
+    labels = plot_labels([g[0] for g in groups], skip={REPLICATE_KEY})
+    out = []
+    for g, label in zip(groups, labels):
+        seeds = [r.config.get(REPLICATE_KEY) for r in g]
+        seeds = [r.config.get("seed") if x is None else x for r, x in zip(g, seeds)]
+        if len(g) == 1:
+            out.append(f"{label}, {C.short_name(REPLICATE_KEY)}={fmt_value(seeds[0])}")
+            continue
+        mean, sd = stats.mean_sd([r.summary["best_val_acc"] for r in g
+                                  if r.summary.get("best_val_acc") is not None])
+        acc = "" if mean is None else f": best val acc mean {mean:.4f}" + ("" if sd is None else f", sd {sd:.4f}")
+        out.append(f"{label}, {len(g)} init seeds ({','.join(fmt_value(x) for x in seeds)}){acc}")
+    return out
 
 
 def plot_runs(refs: list[str], runs_dir, out=None) -> Path:
@@ -428,12 +595,16 @@ def plot_runs(refs: list[str], runs_dir, out=None) -> Path:
     out = Path(out) if out else Path(runs_dir) / "compare.png"
     if out.suffix.lower() != ".png":
         raise UserError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
-    labels = plot_labels(runs)
+    groups = replicate_sets(runs)
+    labels = group_labels(groups)
     title = f"{len(runs)} run{'s' if len(runs) > 1 else ''}, labelled by what differs between them"
+    if len(groups) < len(runs):
+        title += ("; runs that differ only in init_seed drawn as one: their mean, and a band "
+                  "from their min to their max")
     teachers = {run_row(r)["teacher"] for r in runs if r.kind == "student"} - {"-"}
     if len(teachers) == 1:
         title += f"; teacher of every KD student: {teachers.pop()}"
-    return plots.write_compare(runs, labels, out, title)
+    return plots.write_compare([g if len(g) > 1 else g[0] for g in groups], labels, out, title)
 
 
 # ---------------------------------------------------------------------------------------

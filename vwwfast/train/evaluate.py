@@ -97,22 +97,46 @@ def settle_bn(models: list, data: SplitData, order: np.ndarray, params: np.ndarr
                     buf.copy_(D.all_reduce_sum(buf) / D.world_size())
 
 
+OUTPUTS = ("indices", "labels", "preds", "prob_person")  # per-sample results, numpy
+
+
 @torch.no_grad()
-def evaluate_many(models: list, data: SplitData, batch_size: int, center_crop: bool) -> list[dict]:
-    """`evaluate` for several models over the same rendered batches."""
+def evaluate_many(models: list, data: SplitData, batch_size: int, center_crop: bool,
+                  outputs: bool = False) -> list[dict]:
+    """`evaluate` for several models over the same rendered batches. With outputs=True each
+    result also holds the per-sample OUTPUTS of the whole split, gathered from every rank."""
     if len(models) == 1:
-        return [evaluate(models[0], data, batch_size, center_crop)]
+        out = [evaluate(models[0], data, batch_size, center_crop, outputs=outputs)]
+        return [_gathered(m) for m in out] if outputs else out
     predictors = [model_predictor(m) for m in models]
     order = D.rank_part(np.arange(len(data)))
     cms = [torch.zeros(2, 2, dtype=torch.long, device=data.renderer.device) for _ in models]
+    probs: list[list] = [[] for _ in models]
+    preds: list[list] = [[] for _ in models]
     start = time.perf_counter()
     for x, y, _ in data.batches(order, val_params(data.split, center_crop), batch_size):
         for k, predict in enumerate(predictors):
-            cms[k] += confusion_matrix(predict(x).argmax(1), y)
+            z = predict(x)
+            pred = z.argmax(1)
+            cms[k] += confusion_matrix(pred, y)
+            if outputs:
+                probs[k].append(torch.softmax(z.float(), dim=1)[:, 1].cpu().numpy())
+                preds[k].append(pred.cpu().numpy())
     seconds = time.perf_counter() - start
     out = []
-    for cm in cms:
+    for k, cm in enumerate(cms):
         m = summarize(D.all_reduce_sum(cm))
         m["img_per_s"] = m["n"] * len(models) / max(seconds, 1e-9)
+        if outputs:
+            m.update(indices=order, labels=np.asarray(data.split.labels)[order],
+                     preds=np.concatenate(preds[k]) if preds[k] else np.zeros(0, np.int64),
+                     prob_person=np.concatenate(probs[k]) if probs[k] else np.zeros(0, np.float32))
+            m = _gathered(m)
         out.append(m)
     return out
+
+
+def _gathered(m: dict) -> dict:
+    """m with its per-sample outputs joined over every rank (each rank scored its part)."""
+    parts = D.all_gather_objects([np.asarray(m[k]) for k in OUTPUTS])
+    return {**m, **{k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(OUTPUTS)}}

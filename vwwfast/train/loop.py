@@ -91,7 +91,8 @@ def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs") -> 
     images = steps * B * D.world_size()
     losses = [s.epoch_losses() for s in students]
     settle_bn([s.model for s in students], train, order, params, B, [s.cfg.bn_settle for s in students])
-    metrics = evaluate_many([s.model for s in students], inputs.val, B * 2, base.val_center_crop)
+    metrics = evaluate_many([s.model for s in students], inputs.val, B * 2, base.val_center_crop,
+                            outputs=True)
     digest = views_digest(params)
     # compilation (every student's first step) is reported apart, not as training time
     compiling = sum(s.compile_s for s in students if epoch == s.start_epoch)

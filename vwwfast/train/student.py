@@ -19,6 +19,9 @@ from vwwfast import distributed as D
 from vwwfast.devices import autocast
 from vwwfast.errors import UserError
 from vwwfast.models import build_model, save_checkpoint
+from vwwfast.records.predictions import FILE as PREDICTIONS
+from vwwfast.records.predictions import write_predictions
+from vwwfast.train.evaluate import OUTPUTS
 from vwwfast.train.losses import KDRecipe
 
 
@@ -175,7 +178,11 @@ class Student:
 
     def end_epoch(self, epoch: int, record: dict, metrics: dict) -> bool:
         """Keep the epoch's record, checkpoints and best; True when this epoch improved.
-        A loss that is not finite fails this student (the others go on)."""
+        A loss that is not finite fails this student (the others go on). metrics may hold
+        per-sample outputs (evaluate_many(outputs=True)): kept as predictions.csv beside
+        model.pt, never in the record."""
+        outputs = {k: metrics[k] for k in OUTPUTS if k in metrics}
+        metrics = {k: v for k, v in metrics.items() if k not in OUTPUTS}
         if not math.isfinite(record["loss"]):
             self.status = "failed"
             self.error = (f"the training loss became {record['loss']} in epoch {epoch} "
@@ -187,7 +194,7 @@ class Student:
         if self.run is not None:
             self.run.log_epoch(record)
             if self.status == "running":
-                self._save(epoch, metrics, improved)
+                self._save(epoch, metrics, improved, outputs)
         if self.status == "running" and self.cfg.patience and \
                 epoch - self.best["epoch"] >= self.cfg.patience:
             self.stopped_early = True
@@ -197,12 +204,18 @@ class Student:
         return improved
 
     # -- checkpoints ----------------------------------------------------------------
-    def _save(self, epoch: int, metrics: dict, improved: bool) -> None:
+    def _save(self, epoch: int, metrics: dict, improved: bool, outputs: dict) -> None:
         from vwwfast.config import to_dict
         args = dict(arch=self.cfg.arch, input_size=self.cfg.input_size, config=to_dict(self.cfg),
                     epoch=epoch, metrics=metrics, role=self.kind, run=self.run.id)
         if improved:
+            # the val predictions of model.pt: the old ones go first, so a crash in between
+            # leaves none rather than those of another checkpoint
+            (self.run.path / PREDICTIONS).unlink(missing_ok=True)
             save_checkpoint(self.run.path / "model.pt", self.model, **args)
+            if outputs:
+                write_predictions(self.run.path / PREDICTIONS, outputs["indices"], outputs["labels"],
+                                  outputs["prob_person"], outputs["preds"])
         save_checkpoint(self.run.path / "last.pt", self.model, **args, extra={
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "best": self.best, "stopped_early": self.stopped_early,
