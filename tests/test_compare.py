@@ -14,8 +14,8 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from rich.console import Console
-from test_evaluate import run_eval, student  # noqa: F401
-from test_runs import T0, T1, T2, epoch_record, finished_run, quick_curves, stub_curves  # noqa: F401
+from test_evaluate import run_eval
+from conftest import T0, T1, T2, epoch_record, finished_run, stub_curves
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
@@ -167,13 +167,13 @@ def test_diff_warns_when_predictions_do_not_match_the_record(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_diff_of_two_eval_prediction_files(student, tmp_path, capsys):  # noqa: F811
+def test_diff_of_two_eval_prediction_files(student, tmp_path, capsys):
     """The whole way: `vwwfast eval RUN --predictions` writes both files (the second run
     scored at another input size, so the two differ), and --diff --json gives what the
     formulas give from those files."""
     a = tmp_path / student.name
     shutil.copytree(student, a)
-    b = tmp_path / (student.name.replace("evalme", "evalme_b"))
+    b = tmp_path / (student.name + "_b")
     shutil.copytree(student, b)
     run_eval(checkpoint=str(a), predictions=str(a / "predictions.csv"))
     run_eval(checkpoint=str(b), predictions=str(b / "predictions.csv"), input_size=32)
@@ -347,7 +347,7 @@ def test_plot_of_a_replicate_group_draws_a_band(tmp_path, capsys, monkeypatch):
 # ---------------------------------------------------------------------------------------
 # What training keeps
 
-def test_a_run_keeps_its_val_predictions_at_its_checkpoint(student):  # noqa: F811
+def test_a_run_keeps_its_val_predictions_at_its_checkpoint(student):
     """Every run writes predictions.csv when it saves model.pt: every val sample once, and
     the confusion matrix its record holds for that checkpoint."""
     run = Run(student)
