@@ -278,8 +278,10 @@ def test_a_run_that_fails_before_its_first_epoch_is_not_left_running(synth_shard
     record = json.loads((sweep / "sweep.json").read_text())
     assert record["status"] == "failed" and len(record["members"]) == 2
     # a missing cache is found before any folder is made
-    assert main(flags[:-2] + ["--alpha", "0.5", "--cache", str(tmp_path / "none.zarr"),
-                              "--runs-dir", str(tmp_path / "other")]) == 2
+    kd = flags[:-2]
+    kd[kd.index("--alpha") + 1] = "0.5"
+    kd[kd.index("--runs-dir") + 1] = str(tmp_path / "other")
+    assert main(kd + ["--cache", str(tmp_path / "none.zarr")]) == 2
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
 
 

@@ -210,10 +210,12 @@ def runs_table(rows: list[dict], settings: list[str], *, wide: bool = False,
         goal = next(c for c in t.columns if c.header == "goal")
         natural = max((len(str(x)) for x in goal.cells), default=GOAL_MIN)
         goal.max_width = max(GOAL_MIN, natural - (need - width))
+        if natural_width(t) > width:  # long run names: the goal goes, never a cut run id
+            t = _table(rows, keep, False, title, values, settings[len(keep):], None, show_goal=False)
     return t
 
 
-def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
+def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=True) -> Table:
     students = [r for r in rows if r["kind"] == "student"]
     teachers = {r["teacher"] for r in students if r["teacher"] != "-"}
     show_kind = wide or len({r["kind"] for r in rows}) > 1
@@ -233,8 +235,9 @@ def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
         t.add_column("kind", no_wrap=True)
     if show_status:
         t.add_column("status", no_wrap=True)
-    t.add_column("goal", no_wrap=not wide, overflow="ellipsis" if not wide else "fold",
-                 max_width=goal_max)
+    if show_goal:
+        t.add_column("goal", no_wrap=not wide, overflow="ellipsis" if not wide else "fold",
+                     max_width=goal_max)
     abbreviated = []
     for k in settings:
         name = k if wide else C.short_name(k)
@@ -266,7 +269,8 @@ def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
             cells.append(r["kind"] or "?")
         if show_status:
             cells.append(r["status"])
-        cells.append(r["goal"] or "-")
+        if show_goal:
+            cells.append(r["goal"] or "-")
         cells += [setting_text(k, shown.get(k), short=not wide) if k in shown else "" for k in settings]
         if show_teacher:
             student = r["kind"] == "student"
@@ -296,6 +300,8 @@ def _table(rows, settings, wide, title, values, dropped, goal_max) -> Table:
         captions.append(", ".join(abbreviated))
     if dropped:
         captions.append(f"also differ: {', '.join(dropped)} (--wide shows them)")
+    if not show_goal:
+        captions.append("goals: --wide shows them")
     if captions:
         t.caption = "\n".join(captions)
     return t
