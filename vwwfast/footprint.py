@@ -125,45 +125,39 @@ _ALIAS_OPS = {"QuantizeLinear", "DequantizeLinear", "Identity"}
 
 
 def _graph_peak(steps, numel, constant: set) -> int:
-    """steps: [(inputs, outputs, alias)] in execution order; numel: tensor -> elements;
-    constant: weight tensors (left out, with everything computed from them alone)."""
+    """steps: [(inputs, outputs)] in execution order; numel: tensor -> elements; constant:
+    weight tensors (left out, with everything computed from them alone)."""
     constant = set(constant)
-    alias_of: dict = {}
-    for inputs, outputs, alias in steps:
+    for inputs, outputs in steps:
         real = [t for t in inputs if t]
         if real and all(t in constant for t in real):
             constant.update(outputs)
-        elif alias and real:
-            for t in outputs:
-                alias_of[t] = alias_of.get(real[0], real[0])
-    def base(t):
-        return alias_of.get(t, t)
-
     last_use = {}
-    for i, (inputs, outputs, _) in enumerate(steps):
+    for i, (inputs, _) in enumerate(steps):
         for t in inputs:
             if t and t not in constant:
-                last_use[base(t)] = i
+                last_use[t] = i
     live: dict = {}
     peak = 0
-    for i, (inputs, outputs, _) in enumerate(steps):
-        for t in inputs:  # graph inputs become live when first read
-            b = base(t) if t else None
-            if b is not None and b not in constant and b not in live and b not in alias_of:
-                live[b] = numel(b)
+    for i, (inputs, outputs) in enumerate(steps):
+        for t in inputs:  # the graph's input is live from its first reader on
+            if t and t not in constant and t not in live:
+                live[t] = numel(t)
         for t in outputs:
-            if t not in constant and t not in alias_of:
+            if t not in constant:
                 live[t] = numel(t)
         peak = max(peak, sum(live.values()))
-        for b in [b for b in live if last_use.get(b, -1) <= i]:
-            live.pop(b)
+        for t in [t for t in live if last_use.get(t, -1) <= i]:
+            live.pop(t)
     return int(peak)
 
 
 def onnx_peak_bytes(path) -> int:
     """The int8 activation peak of an ONNX file (module docstring) at batch 1: its nodes in
     the file's order (a topological order, ONNX requires one), shapes from ONNX shape
-    inference, a symbolic dimension (the batch) taken as 1."""
+    inference, a symbolic dimension (the batch) taken as 1. An int8 runtime runs what the
+    QDQ file spells out in several nodes as one operation: a Quantize / Dequantize pair is
+    the tensor it wraps, and x * HardSigmoid(x) is one hard-swish."""
     import onnx
     proto = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     g = proto.graph
@@ -172,12 +166,35 @@ def onnx_peak_bytes(path) -> int:
         dims = v.type.tensor_type.shape.dim
         shapes[v.name] = math.prod(d.dim_value if d.HasField("dim_value") else 1 for d in dims)
     constant = {t.name for t in g.initializer}
-    steps = []
+    alias: dict = {}
+    nodes = []
     for node in g.node:
-        if node.op_type == "Constant":
+        inputs = [alias.get(t, t) for t in node.input if t]
+        if node.op_type == "Constant" or (inputs and all(t in constant for t in inputs)):
             constant.update(node.output)
             continue
-        steps.append((list(node.input), list(node.output), node.op_type in _ALIAS_OPS))
+        if node.op_type in _ALIAS_OPS:
+            alias.update({t: inputs[0] for t in node.output})
+            continue
+        nodes.append((node.op_type, inputs, list(node.output)))
+    readers: dict = {}
+    for _, inputs, _ in nodes:
+        for t in inputs:
+            readers[t] = readers.get(t, 0) + 1
+    hard_sigmoid = {outputs[0]: inputs[0] for op, inputs, outputs in nodes if op == "HardSigmoid"}
+    swish = set()  # HardSigmoid outputs read only by a Mul with the HardSigmoid's own input
+    for op, inputs, _ in nodes:
+        if op == "Mul" and len(inputs) == 2:
+            for h, x in (inputs, inputs[::-1]):
+                if hard_sigmoid.get(h) == x and readers.get(h) == 1:
+                    swish.add(h)
+    steps = []
+    for op, inputs, outputs in nodes:
+        if op == "HardSigmoid" and outputs[0] in swish:
+            continue
+        if op == "Mul" and any(t in swish for t in inputs):
+            inputs = [t for t in inputs if t not in swish]
+        steps.append((inputs, outputs))
     return _graph_peak(steps, lambda t: shapes.get(t, 0), constant)
 
 
@@ -193,7 +210,7 @@ def tflite_peak_bytes(path) -> int:
         return buf is not None and ((buf.data is not None and len(buf.data) > 0) or bool(buf.offset))
 
     constant = {i for i, t in enumerate(sg.tensors) if has_data(t)}
-    steps = [([i for i in op.inputs if i >= 0], [i for i in op.outputs if i >= 0], False)
+    steps = [([i for i in op.inputs if i >= 0], [i for i in op.outputs if i >= 0])
              for op in sg.operators]
     return _graph_peak(steps, lambda i: int(math.prod(max(int(d), 1) for d in
                                                       (sg.tensors[i].shape if sg.tensors[i].shape
