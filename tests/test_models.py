@@ -228,3 +228,24 @@ def test_torch_activation_estimate():
     seq = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(8, 4, 1))
     assert torch_peak_bytes(seq, 10) == 100 * (8 + 4)  # the second convolution's in + out
+
+
+@pytest.mark.slow
+def test_a_width_sweep_trains_one_student_per_width(synth_shards, tmp_path, capsys):
+    """`distill --width 0.35,0.5,1.0`: three runs in one pass, each named by its width and
+    recording its own model's params."""
+    import json
+    from conftest import cli
+    runs = tmp_path / "runs"
+    rc, err, _ = cli(capsys, "distill", "--shards", synth_shards, "--alpha", "0", "--width",
+                     "0.35,0.5,1.0", "--input-size", "32", "--epochs", "1", "--batch-size", "32",
+                     "--bn-settle", "32", "--compile", "off", "--renderer", "decoded",
+                     "--decoded-size", "48", "--runs-dir", runs)
+    assert rc == 0, err
+    members = sorted(p for p in runs.iterdir() if (p / "summary.json").is_file())
+    by_width = {json.loads((p / "summary.json").read_text())["width"]: p for p in members}
+    assert set(by_width) == {0.35, 0.5, 1.0}
+    assert "mbv3s-0.35_vww32_w0.35" in by_width[0.35].name and "_mbv3s_vww32_w1" in by_width[1.0].name
+    params = {w: json.loads((p / "summary.json").read_text())["params"] for w, p in by_width.items()}
+    assert params[0.35] < params[0.5] < params[1.0]
+    assert load_checkpoint(by_width[0.5] / "model.pt")["width"] == 0.5
