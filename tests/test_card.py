@@ -128,13 +128,14 @@ def test_export_section(tmp_path):
                         "recall_0": 0.87, "recall_1": 0.83},
               "files": {"model.onnx": {"precision": "float32", "bytes": 6_100_000, "acc": 0.85,
                                        "recall_0": 0.87, "recall_1": 0.83},
-                        "model-int8.onnx": {"precision": "int8", "bytes": 1_870_000, "acc": 0.847},
+                        "model-int8.onnx": {"precision": "int8", "bytes": 1_870_000, "acc": 0.847,
+                                            "peak_activation_bytes": 64_512},
                         "model-int8.tflite": {}},  # missing keys are tolerated
               "quantization": {"calibration_views": 512}, "warnings": []}
     (run.path / "export" / "export.json").write_text(json.dumps(report))
     write_report(run)
     card = _card(run)
     assert "## Export" in card
-    assert "| model.pt (float) | float32 | 5,947 KB | 0.8500 | - |" in card
-    assert "| model-int8.onnx | int8 | 1,826 KB | 0.8470 | -0.30 points | - | - |" in card
-    assert "| model-int8.tflite | - | - | - | - | - | - |" in card
+    assert "| model.pt (float) | float32 | 6.09 MB | - | 0.8500 | - |" in card
+    assert "| model-int8.onnx | int8 | 1.87 MB | 64.5 KB | 0.8470 | -0.30 points | - | - |" in card
+    assert "| model-int8.tflite | - | - | - | - | - | - | - |" in card

@@ -191,3 +191,48 @@ def test_print_config(capsys):
     import yaml
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["kd"]["alpha"] == 0.3 and printed["shards"] == "s"
+
+
+# ---------------------------------------------------------------------------------------
+# Byte budgets
+
+@pytest.mark.parametrize("text,want", [("256KiB", 262_144), ("256KB", 256_000), ("0.25MB", 250_000),
+                                       ("262144", 262_144), (262144, 262_144), ("1MiB", 1_048_576),
+                                       ("256 kb", 256_000), ("1e3", 1000)])
+def test_budget_sizes_parse(text, want):
+    from vwwfast.fmt import parse_bytes
+    assert parse_bytes(text) == want
+
+
+@pytest.mark.parametrize("text", ["256QB", "KB", "-5KB", "0", "", "1,5MB", "big"])
+def test_budget_sizes_refused(text):
+    from vwwfast.fmt import parse_bytes
+    with pytest.raises(ValueError):
+        parse_bytes(text)
+
+
+def test_budget_settings_of_distill_and_export():
+    cfg = C.resolve(C.DistillConfig, {"max_flash": "256KiB"}, {"max_ram": 262144})
+    assert (cfg.max_flash, cfg.max_ram) == ("256KiB", "262144")
+    assert C.resolve(C.ExportConfig, {}, {"max_ram": "0.25MB"}).max_ram == "0.25MB"
+    with pytest.raises(UserError, match="--max-flash '256QB' is not a size: write e.g. 256KB"):
+        C.resolve(C.DistillConfig, {}, {"max_flash": "256QB"})
+    with pytest.raises(UserError, match="unknown setting 'max_ram'"):
+        C.resolve(C.TrainConfig, {}, {"max_ram": "1KB"})  # a teacher has no device budget
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["export", "RUN", "--max-flash", "lots"], "--max-flash 'lots' is not a size"),
+    (["distill", "--shards", "S", "--max-ram", "12 parsecs"], "--max-ram '12 parsecs' is not a size"),
+])
+def test_unparsable_budget_on_the_command_line(argv, message, capsys):
+    from conftest import one_line_error
+    assert message in one_line_error(capsys, *argv)
+
+
+def test_width_is_a_sweepable_setting():
+    sweep = C.resolve_sweep(C.DistillConfig, {}, {"width": "0.35,0.5,1.0"})
+    assert [c.width for c in sweep.configs] == [0.35, 0.5, 1.0]
+    assert C.short_name("width") == "w"
+    cfg = C.resolve(C.DistillConfig, {"teacher": {"checkpt": "t.pt", "width": 0.5}})
+    assert cfg.teacher_width == 0.5 and C.sectioned(cfg)["teacher"]["width"] == 0.5

@@ -96,6 +96,7 @@ def test_card_export_section_from_a_real_export(student, exported):
     card = (student / "card.md").read_text()
     assert card.count("## Export") == 1
     section = card[card.index("## Export"):card.index("Details: `export/export.json`.")]
+    from vwwfast.fmt import fmt_bytes
     table = [[c.strip() for c in line.split("|")[1:-1]] for line in section.splitlines()
              if line.startswith("| model")]
     rows = {cells[0]: cells[1:] for cells in table}
@@ -104,9 +105,10 @@ def test_card_export_section_from_a_real_export(student, exported):
     for name, path, f in [("model.pt (float)", student / "model.pt", exported["float"]),
                           *((n, student / "export" / n, f) for n, f in exported["files"].items())]:
         vs = "-" if name.startswith("model.pt") else f"{100 * (f['acc'] - base):+.2f} points"
-        assert rows[name] == [f["precision"], f"{path.stat().st_size / 1024:,.0f} KB", f"{f['acc']:.4f}",
+        assert rows[name] == [f["precision"], fmt_bytes(path.stat().st_size),
+                              fmt_bytes(f.get("peak_activation_bytes")), f"{f['acc']:.4f}",
                               vs, f"{f['recall_0']:.4f}", f"{f['recall_1']:.4f}"], name
-    assert rows["model.onnx"][3] == "+0.00 points" and rows["model-int8.onnx"][0] == "int8"
+    assert rows["model.onnx"][4] == "+0.00 points" and rows["model-int8.onnx"][0] == "int8"
 
 
 @pytest.mark.slow
@@ -215,3 +217,107 @@ def test_calibration_of_a_mixed_view_run_uses_its_views_unmixed(synth_shards):
     default = calibration_views(shards, {**base, "view_spec": "default"}, 40, "cpu", 32)
     assert fm.shape == (40, 3, 32, 32)
     np.testing.assert_array_equal(fm, default)
+
+
+# ---------------------------------------------------------------------------------------
+# A narrow student: width, MACs, file sizes, activation peak, budgets
+
+NARROW = dict(arch="mobilenet_v3_small", width=0.35)
+
+
+@pytest.fixture(scope="module")
+def narrow(synth_shards, tmp_path_factory) -> Path:
+    """`vwwfast distill --width 0.35`, supervised (no cache), 1 epoch at 48 px: its run folder."""
+    runs = tmp_path_factory.mktemp("narrow_runs")
+    assert main(["distill", "--shards", str(synth_shards), "--arch", "mobilenet_v3_small",
+                 "--width", "0.35", "--alpha", "0", "--input-size", "48", "--epochs", "1",
+                 "--batch-size", "32", "--bn-settle", "64", "--compile", "off",
+                 "--renderer", "decoded", "--decoded-size", "48", "--runs-dir", str(runs)]) == 0
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run
+
+
+@pytest.mark.slow
+def test_narrow_student_records_torchvisions_params_and_macs(narrow):
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+    reference = torchvision.models.mobilenet_v3_small(width_mult=0.35, num_classes=2).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        reference(torch.zeros(1, 3, 48, 48))
+    params = sum(p.numel() for p in reference.parameters())
+    macs = counter.get_total_flops() / 2
+    summary = json.loads((narrow / "summary.json").read_text())
+    assert summary["params"] == pytest.approx(params, rel=0.02)
+    assert summary["macs"] == pytest.approx(macs, rel=0.02)
+    assert summary["width"] == 0.35 and summary["peak_activation_bytes_est"] > 0
+    assert "_mbv3s-0.35_vww48" in narrow.name
+    assert torch.load(narrow / "model.pt", weights_only=True)["width"] == 0.35
+    card = (narrow / "card.md").read_text()
+    assert "mbv3s-0.35" in card and "MACs" in card
+
+
+@pytest.fixture(scope="module")
+def narrow_export(narrow) -> dict:
+    return export_command(C.resolve(C.ExportConfig, dict(run=str(narrow), calib=32, **RENDER)))
+
+
+@pytest.mark.slow
+def test_narrow_int8_onnx_is_under_400_kb_with_sizes_and_peak(narrow, narrow_export):
+    files = json.loads((narrow / "export" / "export.json").read_text())["files"]
+    int8, float_ = files["model-int8.onnx"], files["model.onnx"]
+    assert int8["size_bytes"] == (narrow / "export" / "model-int8.onnx").stat().st_size < 400_000
+    assert float_["size_bytes"] > 2.5 * int8["size_bytes"]  # 4 bytes a weight against 1
+    # the peak: the input [3, 48, 48] and the first convolution's output [8, 24, 24]
+    # (0.35 x 16 rounded to 8 channels) are live together; QDQ pairs add nothing
+    assert int8["peak_activation_bytes"] == float_["peak_activation_bytes"] >= 3 * 48 * 48
+    assert int8["peak_activation_bytes"] < 3 * 48 * 48 * 4
+    assert narrow_export["width"] == 0.35 and narrow_export["params"] < 250_000
+    card = (narrow / "card.md").read_text()
+    assert "peak RAM" in card
+
+
+@pytest.mark.slow
+def test_export_over_a_flash_budget_is_one_line_and_writes_nothing(narrow, narrow_export, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "budget"
+    line = one_line_error(capsys, "export", str(narrow), "--max-flash", "100KB", "--calib", "8",
+                          "--out", str(out), "--renderer", "decoded", "--decoded-size", "48")
+    assert "model-int8.onnx: file size" in line and "over --max-flash 100KB" in line and " by " in line
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    line = one_line_error(capsys, "export", str(narrow), "--max-ram", "1KiB", "--calib", "8",
+                          "--out", str(out), "--renderer", "decoded", "--decoded-size", "48")
+    assert "activation peak (estimate)" in line and "over --max-ram 1KiB (1,024 bytes)" in line
+    assert not out.exists()
+
+
+def test_onnx_peak_of_a_small_graph(tmp_path):
+    """The walk over an ONNX graph: a tensor live from its producer to its last consumer,
+    weights left out, a skip connection kept live across the steps between."""
+    from vwwfast.footprint import onnx_peak_bytes
+
+    class Skip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv2d(4, 4, 1)
+            self.b = torch.nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            return x + self.b(self.a(x))
+
+    path = tmp_path / "skip.onnx"
+    torch.onnx.export(Skip().eval(), (torch.zeros(1, 4, 5, 5),), str(path), dynamo=True,
+                      external_data=False, verbose=False)
+    # at b: x (kept for the add), a's output and b's output: 3 tensors of 100 elements
+    assert onnx_peak_bytes(path) == 300
+
+
+def test_distill_budget_refuses_an_oversized_student(synth_shards, tmp_path, capsys):
+    line = one_line_error(capsys, "distill", "--shards", synth_shards, "--alpha", "0",
+                          "--max-flash", "256KB", "--runs-dir", tmp_path / "runs")
+    assert "mbv3s at 96 px: int8 weights (estimate: 1 byte per parameter) is 1.52 MB" in line
+    assert "over --max-flash 256KB (256,000 bytes) by 1.26 MB" in line
+    line = one_line_error(capsys, "distill", "--shards", synth_shards, "--alpha", "0",
+                          "--width", "0.35", "--max-ram", "10KiB", "--runs-dir", tmp_path / "runs")
+    assert "mbv3s-0.35 at 96 px: int8 activation peak (estimate)" in line
+    assert not (tmp_path / "runs").exists()

@@ -55,6 +55,21 @@ class RenderSettings:
 
 RENDER_FIELDS = tuple(f.name for f in dataclasses.fields(RenderSettings))
 
+BUDGET_FIELDS = ("max_flash", "max_ram")
+SIZE_HELP = "KB = 1000 bytes, KiB = 1024, MB = 10^6, a plain number = bytes"
+
+
+@dataclass
+class BudgetSettings:
+    """What a microcontroller holds, checked by `distill` (before training, from the model's
+    estimates) and `export` (on the files written); declared once."""
+    max_flash: Optional[str] = opt(None, "flash the int8 model may take, e.g. 256KB: `export` checks "
+                                         "each int8 file, `distill` the parameter count (int8 "
+                                         f"~ 1 byte each); {SIZE_HELP}", size=True)
+    max_ram: Optional[str] = opt(None, "RAM the int8 activations may take (the estimated peak of "
+                                       "live tensors, the arena TFLite Micro needs besides the "
+                                       f"weights), e.g. 256KiB; {SIZE_HELP}", size=True)
+
 
 # ---------------------------------------------------------------------------------------
 # Commands
@@ -102,6 +117,9 @@ class ShardConfig:
 class TrainConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
     arch: str = opt("mobilenet_v3_large", "torchvision classifier name")
+    width: float = opt(1.0, "width multiplier of a MobileNet arch (mobilenet_v2, mobilenet_v3_small, "
+                            "mobilenet_v3_large): every layer's channels scaled; 1 = the standard "
+                            "model", gt=0, hi=2, sweep=True, short="w")
     input_size: int = opt(224, "model input size in pixels (square)", lo=8, short="size")
     epochs: int = opt(30, "training epochs", lo=1)
     batch_size: int = opt(128, "training batch size (images per step); every step sees a full batch",
@@ -167,7 +185,7 @@ class TrainConfig(RenderSettings):
 
 
 @dataclass
-class DistillConfig(TrainConfig):
+class DistillConfig(TrainConfig, BudgetSettings):
     arch: str = opt("mobilenet_v3_small", "torchvision classifier name")
     input_size: int = opt(96, "model input size in pixels (square)", lo=8)
     alpha: float = opt(0.55, "weight of the teacher term (at the first epoch with --alpha-end); "
@@ -196,6 +214,8 @@ class DistillConfig(TrainConfig):
                                         "(repeatable)", path=True, action="append", metavar="CKPT")
     teacher_arch: Optional[str] = opt(None, "the teacher's arch, checked against its checkpoint",
                                       short="t_arch")
+    teacher_width: Optional[float] = opt(None, "the teacher's width multiplier, checked against its "
+                                               "checkpoint or store", gt=0, hi=2, short="t_w")
     teacher_input_size: Optional[int] = opt(None, "the teacher's input size, checked against the "
                                                   "checkpoint or store", lo=8, short="t_size")
     teacher_pretrained: Optional[bool] = opt(None, "whether the teacher started from ImageNet weights, "
@@ -253,7 +273,7 @@ class EvalConfig(RenderSettings):
 
 
 @dataclass
-class ExportConfig(RenderSettings):
+class ExportConfig(RenderSettings, BudgetSettings):
     run: str = opt("", "a run folder or short id, or a checkpoint (.pt)", positional=True, path=True)
     format: str = opt("onnx", "comma-separated: 'onnx', 'tflite' (needs vwwfast[tflite])")
     int8: bool = opt(True, "also write int8 files, calibrated on the run's training views")
@@ -357,7 +377,7 @@ KD_SECTION = {
     "margin_weight_decay_end_epoch": "margin_decay_end_epoch",
 }
 TEACHER_SECTION = {
-    "checkpt": "teacher", "checkpoint": "teacher", "arch": "teacher_arch",
+    "checkpt": "teacher", "checkpoint": "teacher", "arch": "teacher_arch", "width": "teacher_width",
     "teacher_input_size": "teacher_input_size", "input_size": "teacher_input_size",
     "pretrained": "teacher_pretrained", "temperature": "temperature",
 }
@@ -468,6 +488,14 @@ def _check_value(name: str, value, f: dataclasses.Field, where: str) -> None:
         return
     meta = f.metadata
     flag = "--" + name.replace("_", "-")
+    if meta.get("size"):
+        from vwwfast.fmt import parse_bytes
+        try:
+            parse_bytes(value)
+        except ValueError:
+            raise UserError(f"{where}: {flag} {value!r} is not a size: write e.g. 256KB (1000 bytes "
+                            f"each), 256KiB (1024), 0.25MB or 262144 (bytes)") from None
+        return
     if "choices" in meta and value not in meta["choices"]:
         raise UserError(f"{where}: {flag} must be one of {', '.join(map(repr, meta['choices']))}, "
                         f"got {value!r}{_did_you_mean(str(value), meta['choices'])}")
@@ -677,8 +705,10 @@ def resolve_sweep(cls, yaml_data: dict | None = None, flags: dict | None = None,
 # Saving and showing
 
 def fields_in_order(cls) -> list[dataclasses.Field]:
-    """A command's own settings first, then the render settings every renderer shares."""
-    return sorted(dataclasses.fields(cls), key=lambda f: f.name in RENDER_FIELDS)
+    """A command's own settings first, then the budgets, then the render settings every
+    renderer shares."""
+    return sorted(dataclasses.fields(cls), key=lambda f: 2 if f.name in RENDER_FIELDS else
+                  1 if f.name in BUDGET_FIELDS else 0)
 
 
 def to_dict(cfg) -> dict:
@@ -702,6 +732,7 @@ def sectioned(cfg_or_dict) -> dict:
         if isinstance(checkpt, list) and len(checkpt) == 1:
             checkpt = checkpt[0]  # one teacher: written as people write it
         teacher = {"checkpt": checkpt, "arch": data.pop("teacher_arch", None),
+                   "width": data.pop("teacher_width", None),
                    "teacher_input_size": data.pop("teacher_input_size", None),
                    "pretrained": data.pop("teacher_pretrained", None),
                    "temperature": data.pop("temperature", None)}

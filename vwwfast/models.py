@@ -22,6 +22,38 @@ def _check_arch(arch: str) -> None:
                         f"mobilenet_v3_small, mobilenet_v3_large, resnet18)")
 
 
+# The archs that take torchvision's width multiplier (`width_mult`: every layer's channels
+# scaled, rounded to multiples of 8).
+WIDTH_ARCHS = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+
+
+def check_width(arch: str, width: float, *, pretrained: bool = False, flag: str = "--width") -> None:
+    """A width multiplier the arch takes: one line otherwise (torchvision's ImageNet
+    weights exist at width 1 only)."""
+    if not (0 < width <= 2):
+        raise UserError(f"{flag} must be > 0 and <= 2, got {width:g}")
+    if width != 1.0 and arch not in WIDTH_ARCHS:
+        raise UserError(f"{flag} {width:g}: {arch} has no width multiplier (archs that have one: "
+                        f"{', '.join(WIDTH_ARCHS)}); drop {flag}")
+    if width != 1.0 and pretrained:
+        raise UserError(f"{flag} {width:g} with --pretrained: torchvision's ImageNet weights are "
+                        f"for width 1 only; drop one of them")
+
+
+def checkpoint_width(ckpt: dict) -> float:
+    """The width multiplier a checkpoint's model was built with (1 for older checkpoints)."""
+    return float(ckpt.get("width") or 1.0)
+
+
+def new_model(arch: str, width: float = 1.0) -> nn.Module:
+    """torchvision's `arch` with a two-class head and random weights, at `width`."""
+    import torchvision
+    _check_arch(arch)
+    check_width(arch, width)
+    extra = {"width_mult": float(width)} if width != 1.0 else {}
+    return torchvision.models.get_model(arch, weights=None, num_classes=NUM_CLASSES, **extra)
+
+
 def set_bn_momentum(model: nn.Module, momentum: float) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -78,13 +110,13 @@ def load_matching(model: nn.Module, state: dict) -> int:
 
 
 def build_model(arch: str, *, bn_momentum: float = 0.1, pretrained: bool = False,
-                init: str | None = None) -> nn.Module:
-    """A two-class torchvision classifier: random weights, ImageNet weights (`pretrained`),
-    or weights from `init`: a vwwfast checkpoint, or a plain torchvision state_dict file
-    (e.g. ImageNet weights downloaded on another machine; the 1000-class head is left out)."""
-    import torchvision
-    _check_arch(arch)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=NUM_CLASSES)
+                init: str | None = None, width: float = 1.0) -> nn.Module:
+    """A two-class torchvision classifier at width multiplier `width`: random weights,
+    ImageNet weights (`pretrained`, width 1 only), or weights from `init`: a vwwfast
+    checkpoint (of the same arch and width), or a plain torchvision state_dict file (e.g.
+    ImageNet weights downloaded on another machine; the 1000-class head is left out)."""
+    check_width(arch, width, pretrained=pretrained)
+    model = new_model(arch, width)
     if pretrained:
         load_matching(model, imagenet_state_dict(arch))
     if init:
@@ -92,6 +124,10 @@ def build_model(arch: str, *, bn_momentum: float = 0.1, pretrained: bool = False
         if state.get("format") == "vwwfast-checkpoint":
             if state["arch"] != arch:
                 raise UserError(f"--init {init} holds a {state['arch']}, not a {arch}")
+            if checkpoint_width(state) != width:
+                raise UserError(f"--init {init} holds a {arch} of width {checkpoint_width(state):g}, "
+                                f"not {width:g}; give --width {checkpoint_width(state):g} or another "
+                                f"checkpoint")
             model.load_state_dict(state["state_dict"])
         else:
             own = model.state_dict()
@@ -99,7 +135,8 @@ def build_model(arch: str, *, bn_momentum: float = 0.1, pretrained: bool = False
             backbone = [k for k in own if not k.startswith("classifier.")]
             missing = [k for k in backbone if k not in state or state[k].shape != own[k].shape]
             if not loaded or missing:
-                raise UserError(f"--init {init} is not a {arch} state_dict ({len(missing)} of "
+                what = f"{arch} of width {width:g}" if width != 1.0 else arch
+                raise UserError(f"--init {init} is not a {what} state_dict ({len(missing)} of "
                                 f"{len(backbone)} backbone tensors missing or of another shape)")
     set_bn_momentum(model, bn_momentum)
     return model
@@ -126,13 +163,14 @@ def read_weights_file(path) -> dict:
 
 def save_checkpoint(path, model: nn.Module, *, arch: str, input_size: int, config: dict,
                     epoch: int, metrics: dict, extra: dict | None = None,
-                    role: str | None = None, run: str | None = None) -> None:
-    """role: 'teacher' or 'student' (what the run trained); run: its run folder name."""
+                    role: str | None = None, run: str | None = None, width: float = 1.0) -> None:
+    """role: 'teacher' or 'student' (what the run trained); run: its run folder name;
+    width: the arch's width multiplier."""
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     model = getattr(model, "module", model)     # DistributedDataParallel wrapper
     payload = {
         "format": "vwwfast-checkpoint", "vwwfast_version": __version__,
-        "arch": arch, "classes": list(CLASSES), "input_size": input_size,
+        "arch": arch, "width": float(width), "classes": list(CLASSES), "input_size": input_size,
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "config": config, "epoch": epoch, "metrics": metrics, "role": role, "run": run,
@@ -165,7 +203,8 @@ def checkpoint_role(ckpt: dict) -> str | None:
 def describe_teacher(path, ckpt: dict, sha256: str | None = None) -> dict:
     """Which model teaches: what the card, the console and the store's attributes say."""
     metrics = ckpt.get("metrics") or {}
-    return {"checkpoint": str(path), "arch": ckpt["arch"], "input_size": ckpt["input_size"],
+    return {"checkpoint": str(path), "arch": ckpt["arch"], "width": checkpoint_width(ckpt),
+            "input_size": ckpt["input_size"],
             "role": checkpoint_role(ckpt), "run": ckpt.get("run") or _run_of(path),
             "run_val_acc": metrics.get("acc"), "epoch": ckpt.get("epoch"),
             "pretrained": (ckpt.get("config") or {}).get("pretrained"), "sha256": sha256}
@@ -178,7 +217,8 @@ def _run_of(path) -> str | None:
 
 
 def check_teacher(path, ckpt: dict, *, self_distill: bool = False, arch: str | None = None,
-                  input_size: int | None = None, pretrained: bool | None = None) -> None:
+                  input_size: int | None = None, pretrained: bool | None = None,
+                  width: float | None = None) -> None:
     """Refuse a checkpoint that a student run wrote (unless self_distill), and any teacher
     setting the user gave that the checkpoint contradicts."""
     if checkpoint_role(ckpt) == "student" and not self_distill:
@@ -187,6 +227,9 @@ def check_teacher(path, ckpt: dict, *, self_distill: bool = False, arch: str | N
                         f"teacher's model.pt, or --self-distill to distil from a student on purpose")
     if arch is not None and arch != ckpt["arch"]:
         raise UserError(f"teacher arch is {arch} in the config but {path} holds a {ckpt['arch']}")
+    if width is not None and width != checkpoint_width(ckpt):
+        raise UserError(f"teacher width is {width:g} in the config but {path} holds a "
+                        f"{ckpt['arch']} of width {checkpoint_width(ckpt):g}")
     if input_size is not None and input_size != ckpt["input_size"]:
         raise UserError(f"teacher input size is {input_size} in the config but {path} was "
                         f"trained at {ckpt['input_size']} px")
@@ -215,13 +258,20 @@ def check_ensemble(paths: list, ckpts: list[dict], shas: list[str]) -> None:
 
 
 def model_from_checkpoint(path, *, arch: str | None = None, input_size: int | None = None,
-                          device="cpu") -> tuple[nn.Module, dict]:
+                          device="cpu", width: float | None = None) -> tuple[nn.Module, dict]:
+    """The model a vwwfast checkpoint holds, built at the arch and width it records."""
     ckpt = load_checkpoint(path)
     if arch is not None and ckpt["arch"] != arch:
         raise UserError(f"{path} holds a {ckpt['arch']}, expected a {arch}")
+    if width is not None and checkpoint_width(ckpt) != width:
+        raise UserError(f"{path} holds a {ckpt['arch']} of width {checkpoint_width(ckpt):g}, "
+                        f"expected width {width:g}")
     if input_size is not None and ckpt["input_size"] != input_size:
         raise UserError(f"{path} was trained at {ckpt['input_size']} px, not {input_size}")
-    import torchvision
-    model = torchvision.models.get_model(ckpt["arch"], weights=None, num_classes=NUM_CLASSES)
-    model.load_state_dict(ckpt["state_dict"])
+    model = new_model(ckpt["arch"], checkpoint_width(ckpt))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError:
+        raise UserError(f"{path}: its weights do not fit a {ckpt['arch']} of width "
+                        f"{checkpoint_width(ckpt):g} (a checkpoint edited by hand?)") from None
     return model.to(device).eval(), ckpt

@@ -11,12 +11,18 @@ from typing import Optional
 
 __version__ = "0.1.0"
 
-SHORT_ARCH = {"mobilenet_v3_small": "mbv3s", "mobilenet_v3_large": "mbv3l"}
+SHORT_ARCH = {"mobilenet_v3_small": "mbv3s", "mobilenet_v3_large": "mbv3l", "mobilenet_v2": "mbv2"}
 
 
 def arch_short(arch: str) -> str:
     """'mobilenet_v3_small' -> 'mbv3s' (run folder names, store names, tables)."""
     return SHORT_ARCH.get(arch, arch.replace("_", ""))
+
+
+def model_short(arch: str, width=None) -> str:
+    """An arch and its width multiplier in short: 'mbv3s', 'mbv3s-0.35' (width 1 is left out)."""
+    name = arch_short(arch)
+    return name if width in (None, 1, 1.0) else f"{name}-{float(width):g}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,8 +5,15 @@ RUN/export/
     model-int8.onnx     static int8, QDQ, per-channel weights, calibrated on the run's views
     model.tflite        float32, NHWC [1, S, S, 3] RGB pixels 0..255 (--format tflite)
     model-int8.tflite   full-integer int8 for TensorFlow Lite Micro: int8 in (pixel - 128), int8 out
-    export.json         per file: path, bytes, val accuracy, recall per class, confusion; the
-                        PyTorch model's figures; the quantization settings
+    export.json         per file: path, bytes (size_bytes), the estimated int8 activation
+                        peak (peak_activation_bytes, footprint.py), val accuracy, recall per
+                        class, confusion; the PyTorch model's figures (params, MACs); the
+                        quantization settings
+
+Every file is written to a staging folder first; --max-flash / --max-ram are checked on it
+(flash: the size of each int8 file, or of each float file with --no-int8; RAM: its
+estimated activation peak), and a file over budget ends the export in one line, before
+anything is written to the output folder.
 
 Every file is scored by `evaluate` through the loader `vwwfast eval` uses, on the same val
 view, so export.json and `vwwfast eval FILE` agree. int8 is calibrated on training views
@@ -50,7 +57,7 @@ def parse_formats(text: str) -> list[str]:
 def model_meta(ckpt: dict, checkpoint: Path, run, shards: str) -> dict:
     """What a runtime needs to feed the file (and `vwwfast eval` to score it)."""
     return {"format": "vwwfast-export", "vwwfast_version": __version__, "arch": ckpt["arch"],
-            "input_size": ckpt["input_size"], "classes": list(ckpt.get("classes") or []),
+            "width": float(ckpt.get("width") or 1.0), "input_size": ckpt["input_size"], "classes": list(ckpt.get("classes") or []),
             "normalization": ckpt["normalization"], "checkpoint": str(checkpoint),
             "run": run.id if run else ckpt.get("run"), "shards": shards}
 
@@ -197,7 +204,6 @@ def export_command(cfg: C.ExportConfig) -> dict:
     shards = open_shards(shards_path, given=bool(cfg.shards), what=str(ref.path))
     size = ckpt["input_size"]
     out = Path(cfg.out) if cfg.out else (ref.run.path if ref.run else ref.path.parent) / "export"
-    out.mkdir(parents=True, exist_ok=True)
     meta = model_meta(ckpt, ref.path.resolve(), ref.run, str(Path(shards_path).resolve()))
     center_crop = bool(config.get("val_center_crop", False))
 
@@ -205,48 +211,35 @@ def export_command(cfg: C.ExportConfig) -> dict:
     if cfg.int8:
         info(f"calibration: {cfg.calib} training views at {size} px, rendered as the run rendered them")
         calib = calibration_views(shards, config, cfg.calib, device, size)
+    written = _write_files(cfg, formats, model, meta, calib, out)
     val = SplitData(shards, "val", cfg, device, size)
+    from vwwfast.footprint import count_macs, count_params
     report = {"format": "vwwfast-export-report", "vwwfast_version": __version__,
               "created": datetime.now().isoformat(timespec="seconds"),
               "run": meta["run"], "checkpoint": meta["checkpoint"], "arch": ckpt["arch"],
-              "input_size": size, "normalization": ckpt["normalization"],
+              "width": meta["width"], "input_size": size, "params": count_params(model),
+              "macs": count_macs(model, size), "normalization": ckpt["normalization"],
               "shards": meta["shards"], "shards_content_hash": shards.content_hash,
-              "split": "val", "center_crop": center_crop, "batch_size": cfg.batch_size}
+              "split": "val", "center_crop": center_crop, "batch_size": cfg.batch_size,
+              "budgets": {"max_flash": cfg.max_flash, "max_ram": cfg.max_ram}}
     files: dict[str, dict] = {}
     try:
         float_m = evaluate(model, val, cfg.batch_size, center_crop, outputs=True)
         report["float"] = {"file": ref.path.name, "format": "pytorch", "precision": "float32",
                            "path": meta["checkpoint"], "bytes": ref.path.stat().st_size, **_metrics(float_m)}
-
-        def measure(name: str, fmt: str, precision: str) -> None:
+        for name, (fmt, precision, figures) in written.items():
             path = out / name
             loaded = load_model(path, device)
             m = evaluate(loaded.predict, val, cfg.batch_size, center_crop, outputs=True)
             same = m["preds"] == float_m["preds"]  # the same samples in the same order
             files[name] = {"file": name, "format": fmt, "precision": precision, "path": str(path.resolve()),
-                           "bytes": path.stat().st_size, **_metrics(m),
+                           "bytes": path.stat().st_size, **figures, **_metrics(m),
                            "drop_vs_float": _drop(float_m, m),
                            "agreement_with_float": float(same.mean()) if len(same) else None}
-
-        if "onnx" in formats:
-            info(f"ONNX: {out / 'model.onnx'}")
-            export_onnx(model, out / "model.onnx", meta)
-            measure("model.onnx", "onnx", "float32")
-            if cfg.int8:
-                quantize_onnx(out / "model.onnx", out / "model-int8.onnx", calib, meta)
-                measure("model-int8.onnx", "onnx", "int8")
-        if "tflite" in formats:
-            from vwwfast.deploy import tflite
-            info(f"TFLite: {out / 'model.tflite'}")
-            float_bytes = tflite.convert_float(model, meta)
-            tflite.write(float_bytes, out / "model.tflite", meta)
-            measure("model.tflite", "tflite", "float32")
-            if cfg.int8:
-                tflite.write(tflite.quantize_int8(float_bytes, calib, meta),
-                                    out / "model-int8.tflite", meta)
-                measure("model-int8.tflite", "tflite", "int8")
     finally:
         val.close()
+    if "tflite" in formats:
+        from vwwfast.deploy import tflite
     report["files"] = files
     report["quantization"] = None if not cfg.int8 else {
         "calibration_views": int(len(calib)), "calibration_seed": CALIB_SEED,
@@ -261,6 +254,59 @@ def export_command(cfg: C.ExportConfig) -> dict:
         from vwwfast.records.report import write_report
         write_report(ref.run)  # the card's Export section reads RUN/export/export.json
     return report
+
+
+def _write_files(cfg, formats: list[str], model, meta: dict, calib, out: Path) -> dict:
+    """Every file of the export, made in a staging folder beside `out`, measured (size,
+    estimated activation peak) and checked against the budgets; moved into `out` only when
+    every one fits. name -> (format, precision, figures)."""
+    import shutil
+    from vwwfast.footprint import file_peak_bytes
+    from vwwfast.progress import info
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-staging-"))
+    made: dict[str, tuple] = {}
+    try:
+        if "onnx" in formats:
+            info(f"ONNX: {out / 'model.onnx'}")
+            export_onnx(model, staging / "model.onnx", meta)
+            made["model.onnx"] = ("onnx", "float32")
+            if cfg.int8:
+                quantize_onnx(staging / "model.onnx", staging / "model-int8.onnx", calib, meta)
+                made["model-int8.onnx"] = ("onnx", "int8")
+        if "tflite" in formats:
+            from vwwfast.deploy import tflite
+            info(f"TFLite: {out / 'model.tflite'}")
+            float_bytes = tflite.convert_float(model, meta)
+            tflite.write(float_bytes, staging / "model.tflite", meta)
+            made["model.tflite"] = ("tflite", "float32")
+            if cfg.int8:
+                tflite.write(tflite.quantize_int8(float_bytes, calib, meta),
+                             staging / "model-int8.tflite", meta)
+                made["model-int8.tflite"] = ("tflite", "int8")
+        written = {name: (fmt, precision, {
+            "size_bytes": (staging / name).stat().st_size,
+            "peak_activation_bytes": file_peak_bytes(staging / name)})
+            for name, (fmt, precision) in made.items()}
+        check_file_budgets(cfg, written, int8=cfg.int8)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in written:
+            shutil.move(str(staging / name), str(out / name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def check_file_budgets(cfg, written: dict, int8: bool) -> None:
+    """--max-flash and --max-ram on the files a device would run: the int8 ones (the float
+    ones with --no-int8). One line naming the first figure over its budget, and by how much."""
+    from vwwfast.footprint import check_budget
+    for name, (_, precision, figures) in written.items():
+        if (precision == "int8") != int8:
+            continue
+        check_budget("--max-flash", cfg.max_flash, figures["size_bytes"], f"{name}: file size")
+        check_budget("--max-ram", cfg.max_ram, figures["peak_activation_bytes"],
+                     f"{name}: int8 activation peak (estimate)")
 
 
 def _metrics(m: dict) -> dict:
@@ -291,13 +337,15 @@ def _print(report: dict, folder: Path) -> None:
     rows = []
     for f in [report["float"], *report["files"].values()]:
         drop, agree = f.get("drop_vs_float"), f.get("agreement_with_float")
-        rows.append((f["file"], f"{f['bytes'] / 1024:,.0f}", fmt_metric(f["acc"], 4),
+        peak = f.get("peak_activation_bytes")
+        rows.append((f["file"], f"{f['bytes'] / 1000:,.1f}", "-" if peak is None else f"{peak / 1000:,.1f}",
+                     fmt_metric(f["acc"], 4),
                      "-" if drop is None else f"{0.0 - drop:+.2f}",
                      "-" if agree is None else f"{agree:.1%}",
                      f"{fmt_metric(f['recall_0'])} / {fmt_metric(f['recall_1'])}"))
     t = table(f"export of {report['run'] or report['checkpoint']}, val {report['float']['n']} images "
               f"(vs float: points of accuracy; agrees: same call as the float model)",
-              ["file", "KB", "val acc", "vs float", "agrees", "recall no-person / person"], rows)
+              ["file", "KB", "RAM KB (est.)", "val acc", "vs float", "agrees", "recall no-person / person"], rows)
     t.columns[0].no_wrap = True
     out.print(t)
     print(f"written: {folder / 'export.json'}")

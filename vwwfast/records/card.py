@@ -14,7 +14,7 @@ from typing import Optional
 
 import yaml
 
-from vwwfast.fmt import fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
+from vwwfast.fmt import fmt_bytes, fmt_count, fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
 from vwwfast.records import stats
 from vwwfast.records.compare import REPLICATE_KEY, pair_runs, replicate_groups
 from vwwfast.records.runs import (
@@ -192,14 +192,29 @@ def _teacher_checkpoint(t: dict) -> str:
     return f"checkpoint: `{t.get('checkpoint') or '?'}` (sha256 {_sha(t.get('sha256'))}), {what}"
 
 
+def _model(config: dict, summary: dict) -> list[str]:
+    """What the model costs on a device (footprint.py), when the run recorded it."""
+    if summary.get("params") is None:
+        return []
+    from vwwfast.provenance import model_short
+    name = model_short(config.get("arch") or "?", config.get("width"))
+    width = config.get("width") or 1.0
+    return ["## Model", "",
+            f"`{name}` ({config.get('arch')}, width {width:g}) at {config.get('input_size')} px: "
+            f"{fmt_count(summary['params'])} params, {fmt_count(summary.get('macs'))} MACs per image; "
+            f"int8 weights ~ {fmt_bytes(summary.get('int8_weight_bytes_est'))}, int8 activation "
+            f"peak ~ {fmt_bytes(summary.get('peak_activation_bytes_est'))} (estimates; the "
+            f"exported files' own figures are under Export).", ""]
+
+
 def _export(run: Run) -> list[str]:
     report = read_json(run.path / "export" / "export.json")
     if not report:
         return []
     float_ = report.get("float") or {}
     base = float_.get("acc")
-    lines = ["## Export", "", "| file | precision | size | val acc | vs float | recall no-person | "
-             "recall person |", "|---|---|---|---|---|---|---|"]
+    lines = ["## Export", "", "| file | precision | size | peak RAM (est.) | val acc | vs float | "
+             "recall no-person | recall person |", "|---|---|---|---|---|---|---|---|"]
     rows = ([("model.pt (float)", float_)] if float_ else []) + \
         list((report.get("files") or {}).items())
     for name, f in rows:
@@ -207,14 +222,18 @@ def _export(run: Run) -> list[str]:
             continue
         acc = f.get("acc")
         drop = None if f is float_ or acc is None or base is None else acc - base
-        size = f"{f['bytes'] / 1024:,.0f} KB" if isinstance(f.get("bytes"), (int, float)) else "-"
-        lines.append(f"| {name} | {f.get('precision') or '-'} | {size} | {fmt_metric(acc)} | "
+        size = fmt_bytes(f["bytes"]) if isinstance(f.get("bytes"), (int, float)) else "-"
+        peak = f.get("peak_activation_bytes")
+        lines.append(f"| {name} | {f.get('precision') or '-'} | {size} | {fmt_bytes(peak)} | "
+                     f"{fmt_metric(acc)} | "
                      f"{'-' if drop is None else f'{100 * drop:+.2f} points'} | "
                      f"{fmt_metric(f.get('recall_0'))} | {fmt_metric(f.get('recall_1'))} |")
     lines += [""] + [f"- warning: {w}" for w in report.get("warnings") or []]
     if report.get("warnings"):
         lines.append("")
-    return lines + ["Details: `export/export.json`.", ""]
+    return lines + ["Sizes in KB of 1000 bytes; peak RAM: the estimated int8 activation arena "
+                    "(largest sum of live tensors over the graph, weights excluded). Details: "
+                    "`export/export.json`.", ""]
 
 
 def _code(summary: dict) -> list[str]:
@@ -268,6 +287,7 @@ def card_text(run: Run, summary: dict, notes: str = "") -> str:
     remarks = summary.get("remarks") or []
     if remarks:
         lines += ["## Remarks", "", *[f"- {r}" for r in remarks], ""]
+    lines += _model(config, summary)
     lines += _export(run)
     lines += ["## Curves", "", "![loss terms, validation and schedules per epoch](curves.png)", ""]
     lines += _config(config, run.kind)

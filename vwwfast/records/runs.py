@@ -1,6 +1,6 @@
 """Run folders and sweep records: the run log people used to keep by hand.
 
-runs/<YYYY-MM-DD_HH-MM-SS>_<kind>_<arch>_vww<size>[_<tag>]/
+runs/<YYYY-MM-DD_HH-MM-SS>_<kind>_<arch>[-<width>]_vww<size>[_<tag>]/
     config.yaml    the flat resolved config, written when the run starts
     metrics.jsonl  one JSON line per epoch, epochs numbered from 1
     summary.json   status (running -> finished | interrupted | failed), best result, teacher,
@@ -30,7 +30,7 @@ import yaml
 
 from vwwfast.errors import UserError
 from vwwfast.files import write_atomic
-from vwwfast.provenance import arch_short, versions
+from vwwfast.provenance import model_short, versions
 from vwwfast.records import tensorboard
 
 KINDS = ("student", "teacher")
@@ -48,8 +48,10 @@ def _clean_tag(tag: Optional[str]) -> str:
     return re.sub(r"-{2,}", "-", tag).strip("-_.")
 
 
-def run_dir_name(kind: str, arch: str, input_size: int, tag: Optional[str], now: datetime) -> str:
-    name = f"{now:%Y-%m-%d_%H-%M-%S}_{kind}_{arch_short(arch)}_vww{input_size}"
+def run_dir_name(kind: str, arch: str, input_size: int, tag: Optional[str], now: datetime,
+                 width: Optional[float] = None) -> str:
+    """The arch in short with its width multiplier when not 1: ..._student_mbv3s-0.35_vww96."""
+    name = f"{now:%Y-%m-%d_%H-%M-%S}_{kind}_{model_short(arch, width)}_vww{input_size}"
     tag = _clean_tag(tag)
     return f"{name}_{tag}" if tag else name
 
@@ -130,7 +132,7 @@ class Run:
         config = dict(cfg) if isinstance(cfg, dict) else to_dict(cfg)
         now = now or datetime.now()
         base = run_dir_name(kind, config.get("arch", "model"), config.get("input_size", 0),
-                            config.get("tag"), now)
+                            config.get("tag"), now, config.get("width"))
         run = cls(_new_folder(Path(runs_dir), base))
         write_atomic(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         run._write_summary({"id": run.id, "kind": kind, "status": "running",

@@ -21,8 +21,8 @@ from rich.text import Text
 
 from vwwfast import config as C
 from vwwfast.errors import UserError
-from vwwfast.fmt import fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
-from vwwfast.provenance import arch_short
+from vwwfast.fmt import fmt_bytes, fmt_count, fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
+from vwwfast.provenance import arch_short, model_short
 from vwwfast.records import stats
 from vwwfast.records.compare import (
     NO_PREDICTIONS,
@@ -83,7 +83,20 @@ def run_row(run: Run) -> dict:
             "img_per_s": s.get("img_per_s"), "device": s.get("device"), "sweep": s.get("sweep"),
             "teacher": teacher_short(t) if run.kind == "student" else "-",
             "teacher_run": _teacher_run(t), "teacher_val_acc": _teacher_val_acc(t),
+            "model": model_short(c.get("arch") or "?", c.get("width")),
+            "params": s.get("params"), "macs": s.get("macs"), **_exported(run),
             "config": c, "summary": s}
+
+
+def _exported(run: Run) -> dict:
+    """The deployed file's figures, when the run was exported: the int8 file's size (flash)
+    and estimated activation peak (RAM), the smallest int8 file's when there are several."""
+    from vwwfast.records.runs import read_json
+    files = (read_json(run.path / "export" / "export.json").get("files") or {}).values()
+    int8 = [f for f in files if isinstance(f, dict) and f.get("precision") == "int8"
+            and f.get("size_bytes") is not None]
+    best = min(int8, key=lambda f: f["size_bytes"], default={})
+    return {"flash_bytes": best.get("size_bytes"), "ram_bytes": best.get("peak_activation_bytes")}
 
 
 def _teacher_run(t: Optional[dict]) -> Optional[str]:
@@ -257,6 +270,15 @@ def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=Tru
         t.add_column("p vs\nbest", no_wrap=True, justify="right")
     for name in ("best\nepoch", "recall\nno-pers", "recall\nperson"):
         t.add_column(name, no_wrap=True, justify="right")
+    # what the model costs: shown once a run recorded it (int8 flash / RAM once exported)
+    show_cost = any(r.get("params") is not None for r in rows)
+    show_files = any(r.get("flash_bytes") is not None for r in rows)
+    if show_cost:
+        t.add_column("params", no_wrap=True, justify="right")
+        t.add_column("MACs", no_wrap=True, justify="right")
+    if show_files:
+        t.add_column("int8\nflash", no_wrap=True, justify="right")
+        t.add_column("int8\nRAM est", no_wrap=True, justify="right")
     if wide:
         for name in ("TN FP FN TP", "epochs", "wall", "img/s", "started", "device", "sweep"):
             t.add_column(name, no_wrap=True, justify="right" if name in ("epochs", "wall", "img/s")
@@ -272,6 +294,9 @@ def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=Tru
         if show_goal:
             cells.append(r["goal"] or "-")
         cells += [setting_text(k, shown.get(k), short=not wide) if k in shown else "" for k in settings]
+        if "arch" in settings and "arch" in shown and not wide:  # mbv3s-0.35: the arch at its width
+            cells[-len(settings) + settings.index("arch")] = model_short(
+                shown["arch"], r["config"].get("width"))
         if show_teacher:
             student = r["kind"] == "student"
             cells.append(((r["teacher_run"] or r["teacher"]) if wide else r["teacher"]) if student else "-")
@@ -287,6 +312,10 @@ def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=Tru
                          + (NARROW_MARK.get(mark, mark) or " " if marks else ""))
         cells += [str(r["best_epoch"] or "-"), fmt_metric(r["recall_0"], 3),
                   fmt_metric(r["recall_1"], 3)]
+        if show_cost:
+            cells += [fmt_count(r.get("params")), fmt_count(r.get("macs"))]
+        if show_files:
+            cells += [fmt_bytes(r.get("flash_bytes")), fmt_bytes(r.get("ram_bytes"))]
         if wide:
             cm = r["confusion"]
             cells += [" ".join(str(v) for row in cm for v in row) if cm else "-",
@@ -296,6 +325,10 @@ def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=Tru
                       short_id(r["sweep"]) if r["sweep"] else "-"]
         t.add_row(*cells)
     captions += noise_captions(rows, marks, wide)
+    if show_cost:
+        captions.append("params, MACs: per image at the run's input size"
+                        + ("; int8 flash: the exported int8 file's size, RAM est: its estimated "
+                           "activation peak (KB = 1000 bytes)" if show_files else ""))
     if abbreviated:
         captions.append(", ".join(abbreviated))
     if dropped:
@@ -332,7 +365,8 @@ def write_csv(rows: list[dict], file=None) -> None:
     file = file or sys.stdout
     keys = ["id", "short_id", "kind", "status", "goal", "started", "ended", "val_acc",
             "val_acc_se", "val_n", "vs_best", "mcnemar_p_vs_best", "best_epoch", "recall_0", "recall_1", "tn", "fp", "fn", "tp", "epochs_done",
-            "wall_time_s", "img_per_s", "device", "teacher_short_id", "teacher_run", "teacher_val_acc",
+            "wall_time_s", "img_per_s", "device", "model", "params", "macs", "flash_bytes", "ram_bytes",
+            "teacher_short_id", "teacher_run", "teacher_val_acc",
             "sweep", "path"]
     settings: list[str] = []
     for r in rows:

@@ -121,8 +121,8 @@ class CachedTeacher(OwnViews):
         return {"mode": "cached", "store": str(self.store.path),
                 "store_fingerprint": self.store.fingerprint_hash, "views": self.store.num_views,
                 "checkpoint": who.get("checkpoint"), "sha256": fp["teacher_sha256"],
-                "arch": fp["teacher_arch"], "input_size": fp["teacher_input_size"],
-                "trained_input_size": who.get("input_size"), "role": who.get("role"),
+                "arch": fp["teacher_arch"], "width": who.get("width") or 1.0,
+                "input_size": fp["teacher_input_size"], "trained_input_size": who.get("input_size"), "role": who.get("role"),
                 "run": who.get("run"), "run_val_acc": who.get("run_val_acc"),
                 "logits_used": self.table is not None,
                 "train_view_acc": _mean(self.store.attrs.get("train_view_acc")),
@@ -184,7 +184,8 @@ def member_descriptions(store) -> list[dict]:
 def who_teaches(t: dict) -> str:
     """One teacher or an ensemble in words (the console's line when a run starts)."""
     def one(m):
-        who = f"{m.get('arch')} at {m.get('input_size')} px"
+        who = f"{m.get('arch')}" + (f" of width {m['width']:g}" if (m.get("width") or 1.0) != 1.0
+                                    else "") + f" at {m.get('input_size')} px"
         if m.get("role") == "student":
             who += ", a STUDENT's checkpoint (--self-distill)"
         if m.get("run"):
@@ -247,6 +248,11 @@ def resolve_settings(cfg, store=None):
         if cfg.teacher_arch is not None and archs != [cfg.teacher_arch]:
             raise UserError(f"teacher arch is {cfg.teacher_arch} in the config but {store.path} was "
                             f"made by {'a ' if len(members) == 1 else 'an ensemble of '}{_words(archs)}")
+        widths = sorted({float(w.get("width") or 1.0) for w in whos}) or [1.0]
+        if cfg.teacher_width is not None and widths != [cfg.teacher_width]:
+            raise UserError(f"teacher width is {cfg.teacher_width:g} in the config but {store.path} "
+                            f"was made by {'a teacher' if len(members) == 1 else 'an ensemble'} of "
+                            f"width {_words(f'{w:g}' for w in widths)}")
         students = [w for w in whos if w.get("role") == "student"]
         if students and not cfg.self_distill:
             raise UserError(f"{store.path} holds the logits of a student ({students[0].get('run') or 'a student run'}); "
@@ -264,6 +270,7 @@ def resolve_settings(cfg, store=None):
         # it unset (its members are named in the run's summary and card)
         updates["teacher_input_size"] = sizes[0] if len(sizes) == 1 else None
         updates["teacher_arch"] = archs[0] if len(archs) == 1 else None
+        updates["teacher_width"] = widths[0] if len(widths) == 1 else None
     elif getattr(cfg, "teacher_mode", None) == "online" and len(cfg.teacher or []) > 1:
         raise UserError(f"--teacher-mode online runs one teacher, got {len(cfg.teacher)} (--teacher "
                         f"{', --teacher '.join(cfg.teacher)}): for an ensemble make a store with "
@@ -322,7 +329,8 @@ def check_online_teacher(cfg) -> dict:
                         f"ensemble store with `vwwfast cache-teacher` and distil from its --cache")
     ckpt = load_checkpoint(cfg.teacher[0])
     check_teacher(cfg.teacher[0], ckpt, self_distill=cfg.self_distill, arch=cfg.teacher_arch,
-                  input_size=cfg.teacher_input_size, pretrained=cfg.teacher_pretrained)
+                  input_size=cfg.teacher_input_size, pretrained=cfg.teacher_pretrained,
+                  width=cfg.teacher_width)
     return ckpt
 
 

@@ -11,7 +11,7 @@ from vwwfast import distributed as D
 from vwwfast.data.shards import read_manifest, view_defaults, with_shard_views
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
-from vwwfast.models import ensure_imagenet_weights
+from vwwfast.models import check_width, ensure_imagenet_weights
 from vwwfast.progress import info, result
 from vwwfast.records.runs import SweepRecord, resolve_run
 from vwwfast.records.table import print_sweep
@@ -56,9 +56,33 @@ def _resolve_all(cfgs: list) -> list:
         from vwwfast.data.epochs import train_subset
         from vwwfast.data.shards import ShardSet
         train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
+    for c in resolved:
+        check_width(c.arch, c.width, pretrained=c.pretrained)
     for arch in sorted({c.arch for c in resolved if c.pretrained}):
         ensure_imagenet_weights(arch)  # offline: one line, before any record is made
+    for c in resolved:
+        check_model_budgets(c)
     return resolved
+
+
+def check_model_budgets(cfg) -> None:
+    """--max-flash / --max-ram of distill, before any record: the int8 weights (about one
+    byte per parameter) and the estimated int8 activation peak of the model the run would
+    train (footprint.py), so that an oversized student is refused in one line."""
+    flash, ram = getattr(cfg, "max_flash", None), getattr(cfg, "max_ram", None)
+    if flash is None and ram is None:
+        return
+    from vwwfast.footprint import check_budget, count_params, torch_peak_bytes
+    from vwwfast.models import new_model
+    from vwwfast.provenance import model_short
+    model = new_model(cfg.arch, cfg.width)
+    who = f"{model_short(cfg.arch, cfg.width)} at {cfg.input_size} px"
+    if flash is not None:
+        check_budget("--max-flash", flash, count_params(model),
+                     f"{who}: int8 weights (estimate: 1 byte per parameter)")
+    if ram is not None:
+        check_budget("--max-ram", ram, torch_peak_bytes(model, cfg.input_size),
+                     f"{who}: int8 activation peak (estimate)")
 
 
 def _shard_views(cfg, manifest: dict, store):

@@ -191,11 +191,15 @@ def _resumed_students(cfgs, kind, device, inputs, records, sweep, runs) -> list[
 
 def _started(students, device, inputs, sweep) -> None:
     """What each run records when it starts: inputs, teacher, loss terms, device."""
+    from vwwfast.footprint import model_figures
     source = inputs.source
     for s in students:
         if s.run is None:
             continue
         s.run.update_summary({
+            # what the model costs on a device: parameters, MACs at the run's input size,
+            # estimated int8 weight and activation bytes (footprint.py)
+            **model_figures(s.model, s.cfg.input_size), "width": s.cfg.width,
             "fingerprints": inputs.fingerprints,
             "teacher": source.describe() if s.recipe.uses_teacher or getattr(s.cfg, "cache", None) else None,
             "remarks": source.remarks(s.cfg.epochs), "device": device_name(device),

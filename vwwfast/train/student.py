@@ -89,7 +89,7 @@ class Student:
         self.init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
         torch.manual_seed(self.init_seed)
         self.model = build_model(cfg.arch, bn_momentum=cfg.bn_momentum, pretrained=cfg.pretrained,
-                                 init=cfg.init).to(device)
+                                 init=cfg.init, width=cfg.width).to(device)
         self.model = self.model.to(memory_format=torch.channels_last)  # faster on GPUs and CPUs (oneDNN)
         self.lr = scaled_lr(cfg)
         self.optimizer = make_optimizer(self.model, cfg, self.lr, device)
@@ -206,7 +206,8 @@ class Student:
     # -- checkpoints ----------------------------------------------------------------
     def _save(self, epoch: int, metrics: dict, improved: bool, outputs: dict) -> None:
         from vwwfast.config import to_dict
-        args = dict(arch=self.cfg.arch, input_size=self.cfg.input_size, config=to_dict(self.cfg),
+        args = dict(arch=self.cfg.arch, width=self.cfg.width, input_size=self.cfg.input_size,
+                    config=to_dict(self.cfg),
                     epoch=epoch, metrics=metrics, role=self.kind, run=self.run.id)
         if improved:
             # the val predictions of model.pt: the old ones go first, so a crash in between
@@ -224,6 +225,11 @@ class Student:
     def resume(self, state: dict, wall_before: float) -> None:
         """Continue after the epoch that `state` (a last.pt, `load_last`) saved; wall_before:
         the run's wall time so far."""
+        have = float(state.get("width") or 1.0)
+        if have != self.cfg.width:
+            raise UserError(f"cannot resume: {self.run.path if self.run else 'the run'}/last.pt holds "
+                            f"a {self.cfg.arch} of width {have:g}, its config.yaml says width "
+                            f"{self.cfg.width:g}; start a new run")
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
