@@ -56,6 +56,9 @@ def _resolve_all(cfgs: list) -> list:
         from vwwfast.data.epochs import train_subset
         from vwwfast.data.shards import ShardSet
         train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
+    if getattr(base, "stack_students", "off") == "on":
+        from vwwfast.train.stacked import check_configs
+        check_configs(resolved)
     for arch in sorted({c.arch for c in resolved if c.pretrained}):
         ensure_imagenet_weights(arch)  # offline: one line, before any record is made
     return resolved
