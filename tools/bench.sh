@@ -33,7 +33,7 @@ $V synth --out "$W/coco" --train "$N_TRAIN" --val "$N_VAL" --overwrite || exit 1
 timed $V shard --coco-root "$W/coco" --out "$W/shards" --size 224 --workers "$(nproc)" --overwrite \
     2>&1 | tee "$OUT/shard.log" || exit 1
 step "teacher: 1 epoch at 224 px"
-$V train-teacher --shards "$W/shards" --input-size 224 --epochs 1 --batch-size 64 \
+$V train-teacher --shards "$W/shards" --input-size 224 --epochs 1 --batch-size "${TEACHER_BATCH:-64}" \
     --runs-dir "$W/runs" --bn-settle 0 2>&1 | tee "$OUT/train_teacher.log" || exit 1
 T=$(ls -d "$W"/runs/*_teacher_* | tail -n 1)/model.pt
 cp "$T" "$W/teacher.pt"
