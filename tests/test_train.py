@@ -388,3 +388,53 @@ def test_train_limit_trains_on_its_subset_only(synth_shards, small_store, tmp_pa
     with pytest.raises(UserError, match="--train-limit-seed is the seed of --train-limit's subset"):
         train_teacher(_cfg(synth_shards, tmp_path / "over", train_limit_seed=1))
     assert not (tmp_path / "over").exists()                         # refused before any record
+
+
+def _compile_runs() -> bool:
+    """torch.compile's CPU backend builds C++: without a compiler it cannot run here."""
+    import torch._dynamo
+    try:
+        torch.compile(lambda t: t * 2 + 1)(torch.ones(3))
+        return True
+    except Exception:
+        return False
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_step_is_one_graph_for_the_whole_run(backend, monkeypatch):
+    """The trainer's compiled step: no graph break, and one compilation for every step of
+    every epoch while the scheduled weights (alpha, margin) change. 'eager': Dynamo alone
+    (what decides breaks and recompiles), fast; 'inductor': the real compiled step."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from vwwfast.train.student import Student
+    if backend == "inductor" and not _compile_runs():
+        pytest.skip("torch.compile cannot run on this machine (no C++ compiler)")
+    if backend == "eager":
+        real = torch.compile
+        monkeypatch.setattr(torch, "compile", lambda fn, **kw: real(fn, backend="eager",
+                                                                      dynamic=kw.get("dynamic")))
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = C.resolve(C.DistillConfig, dict(shards="unused", batch_size=4, input_size=32, epochs=3,
+                                          alpha=0.8, alpha_end=0.2, margin_weight=0.05,
+                                          margin_weight_end=0.0, margin_decay_end_epoch=3, compile="on"))
+    s = Student(cfg, "student", torch.device("cpu"), steps_per_epoch=2)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y, z = torch.tensor([0, 1, 1, 0]), torch.randn(4, 2)
+    seen = []
+    with torch._dynamo.config.patch(error_on_recompile=True):  # a recompile raises
+        for epoch in (1, 2, 3):
+            s.begin_epoch(epoch)
+            seen.append((s.weights["alpha"], s.weights["margin_weight"]))
+            for _ in range(2):
+                s.step(x, y, z)
+    assert len(set(seen)) == 3  # the weights did change between epochs
+    assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == 1
+    explained = torch._dynamo.explain(s._forward_loss)(x, y, z, s.scheduled)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    torch._dynamo.reset()

@@ -224,6 +224,9 @@ class DistillConfig(TrainConfig, BudgetSettings):
                              short="self")
     sweep_mode: str = opt("grid", "settings given as lists: 'grid' (every combination) or 'zip' "
                                   "(element by element)", choices=("grid", "zip"))
+    stack_students: str = opt("off", "a sweep's students of one architecture in one batched step "
+                                     "(torch.func: stacked weights, vmap): 'off' or 'on'",
+                              choices=("off", "on"), short="stack")
 
 
 @dataclass
@@ -340,8 +343,12 @@ class BenchKDConfig(RenderSettings):
     batches: int = opt(10, "timed batches per path (after warm-up)", lo=1)
     workers: int = opt(2, "DataLoader workers of the conventional pipeline", lo=0)
     students: int = opt(1, "also time a sweep of this many students on the cached path", lo=1)
-    compile: str = opt("off", "also time the compiled step: 'auto' (with CUDA), 'on' or 'off'",
-                       choices=("auto", "on", "off"))
+    compile: str = opt("off", "also time every student path with the trainer's compiled step: "
+                              "'auto' (with CUDA), 'on' or 'off'", choices=("auto", "on", "off"))
+    stack_students: str = opt("off", "also time the --students sweep stacked into one batched step "
+                                     "(as distill --stack-students on): 'off' or 'on'", choices=("off", "on"))
+    paths: str = opt("all", "'all', or 'student': only the student bound and cached KD (no teacher, "
+                            "no conventional pipeline), e.g. for large batches", choices=("all", "student"))
     json: Optional[str] = opt(None, "also write the figures to this JSON file", path=True)
 
 

@@ -19,9 +19,11 @@ import torch
 from vwwfast import config as C
 from vwwfast.devices import device_name, sync
 from vwwfast.errors import UserError
+from vwwfast.progress import info
 
 WARMUP = 2
 STUDENT_SIZE = 96
+FMT = torch.channels_last  # what the trainer uses on every device
 
 
 class ConventionalDataset(torch.utils.data.Dataset):
@@ -76,20 +78,22 @@ class _Timer:
 def bench_kd(cfg: C.BenchKDConfig) -> dict:
     from vwwfast.data.epochs import epoch_order
     from vwwfast.data.render.factory import make_renderer
-    from vwwfast.data.render.prefetch import iterate
     from vwwfast.data.shards import ShardSet
     from vwwfast.data.split import budget_bytes
     from vwwfast.data.views import ViewSpec, view_params
-    from vwwfast.devices import autocast, resolve_device
-    from vwwfast.models import build_model, model_from_checkpoint
-    from vwwfast.progress import info, print_table
+    from vwwfast.devices import resolve_device
+    from vwwfast.models import model_from_checkpoint
+    from vwwfast.progress import print_table
     from vwwfast.teach.cache import TeacherCache
-    from vwwfast.train.losses import KDRecipe
+    from vwwfast.train.student import compile_wanted
 
     C.require(cfg, "shards", "teacher", "cache")
     if cfg.batches < 1 or cfg.batch_size < 1:
         raise UserError("--batches and --batch-size must be at least 1")
     device = resolve_device(cfg.device)
+    compiled = compile_wanted(cfg.compile, device)
+    if cfg.stack_students == "on" and cfg.students < 2:
+        raise UserError("--stack-students on needs --students 2 or more (a sweep to stack)")
     shards = ShardSet.open(cfg.shards)
     split = shards.split("train")
     store = TeacherCache(cfg.cache)
@@ -97,124 +101,55 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     store.check_shards(shards)
     teacher, ckpt = model_from_checkpoint(cfg.teacher, device=device)
     tsize = ckpt["input_size"]
-    cuda = device.type == "cuda"
     B, n_batches = cfg.batch_size, cfg.batches + WARMUP
     order = np.resize(epoch_order(len(split), 0, 0), B * n_batches)  # wraps on small sets
     params = (view_params(ViewSpec(), 0, 0, np.arange(len(split)), split.heights, split.widths)
               if store.plain else store.params()[0])
     table = torch.from_numpy(store.logits()[0]).to(device)
-    fmt = torch.channels_last  # what the trainer uses on every device
-    teacher = teacher.to(memory_format=fmt)
+    teacher = teacher.to(memory_format=FMT)
+    paths = _Paths(cfg, device, teacher, table, params, order)
 
-    student = build_model("mobilenet_v3_small").to(device, memory_format=fmt)
-    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    recipe = KDRecipe.from_config(C.DistillConfig())  # distill's default loss
-    weights = recipe.at(1, 1)
-
-    def step(x, y, z_t):
-        with autocast(device):
-            z_s = student(x.contiguous(memory_format=fmt))
-        loss, _ = recipe.loss(z_s, z_t, y, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    @torch.no_grad()
-    def teach(x):
-        with autocast(device):
-            return teacher(x.contiguous(memory_format=fmt)).float()
-
-    results = {}
-    student.train()
-
-    info("student compute-only bound")
-    timer = _Timer(device)
-    xs = torch.randn(B, 3, STUDENT_SIZE, STUDENT_SIZE, device=device).contiguous(memory_format=fmt)
-    ys = torch.randint(0, 2, (B,), device=device)
-    zs = torch.randn(B, 2, device=device)
-    for _ in range(n_batches):
-        step(xs, ys, zs)
-        timer.tick(B)
-    results["student_bound_img_per_s"] = timer.rate()
-
-    info(f"teacher compute-only bound ({tsize} px inference)")
-    timer = _Timer(device)
-    xt = torch.randn(B, 3, tsize, tsize, device=device).contiguous(memory_format=fmt)
-    for _ in range(n_batches):
-        teach(xt)
-        timer.tick(B)
-    results["teacher_bound_img_per_s"] = timer.rate()
+    results: dict = {}
+    # The student step of every path: eager, and the trainer's compiled step with --compile
+    steps = {"": _eager_step(device)}
+    if compiled:
+        steps["_compiled"] = _compiled_step(cfg, device, paths, results)
+    for suffix, step in steps.items():
+        results[f"student_bound{suffix}_img_per_s"] = paths.student_bound(step, suffix)
+    if cfg.paths == "all":
+        results["teacher_bound_img_per_s"] = paths.teacher_bound(tsize)
 
     student_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
-                              budget_bytes=budget_bytes(cfg),
-                              out_size=STUDENT_SIZE, cache_dir=shards.root,
-                              content_hash=shards.content_hash)
-    teacher_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
-                              budget_bytes=budget_bytes(cfg),
-                              out_size=tsize, cache_dir=shards.root,
-                              content_hash=shards.content_hash)
-    rows = lambda idx: params[idx]  # noqa: E731
-
-    info("cached KD: render, cached logits, student step")
-    timer = _Timer(device)
-    for x, y, idx in iterate(student_r, order, rows, B, STUDENT_SIZE):
-        step(x, y, table.index_select(0, torch.as_tensor(idx, device=device)).float())
-        timer.tick(len(y))
-    results["cached_img_per_s"] = timer.rate()
-
-    info("online KD on vwwfast's renderer: render both sizes, teacher forward, student step")
-    timer = _Timer(device)
-    for x, y, idx in iterate(student_r, order, rows, B, STUDENT_SIZE):
-        xt, _ = teacher_r.render(idx, params[idx], tsize)
-        step(x, y, teach(xt))
-        timer.tick(len(y))
-    results["online_img_per_s"] = timer.rate()
-
-    info(f"teacher cache throughput: render at {tsize} px + teacher inference")
-    timer = _Timer(device)
-    for x, y, idx in iterate(teacher_r, order, rows, B, tsize):
-        teach(x)
-        timer.tick(len(y))
-    results["teacher_cache_img_per_s"] = timer.rate()
-
-    info(f"conventional online KD: DataLoader({cfg.workers} workers, PIL + torchvision), teacher every step")
-    timer = _Timer(device)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(ConventionalDataset(split, params, tsize), order.tolist()),
-        batch_size=B, num_workers=cfg.workers, pin_memory=cuda, persistent_workers=False)
-    for xs_, xt_, y, _ in loader:
-        xs_ = xs_.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        xt_ = xt_.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        y = y.to(device, non_blocking=True)
-        step(xs_, y, teach(xt_))
-        timer.tick(len(y))
-    results["conventional_img_per_s"] = timer.rate()
-    if cfg.students > 1:
-        _bench_sweep(cfg, results, student_r, order, rows, table, device)
-    if cfg.compile == "on" or (cfg.compile == "auto" and cuda):
-        _bench_compiled(cfg, results, xs, ys, zs, device)
-    for r in (student_r, teacher_r):
-        r.close()
+                              budget_bytes=budget_bytes(cfg), out_size=STUDENT_SIZE,
+                              cache_dir=shards.root, content_hash=shards.content_hash)
+    teacher_r = None
+    try:
+        for suffix, step in steps.items():
+            results[f"cached{suffix}_img_per_s"] = paths.cached(step, student_r, suffix)
+        if cfg.paths == "all":
+            teacher_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
+                                      budget_bytes=budget_bytes(cfg), out_size=tsize,
+                                      cache_dir=shards.root, content_hash=shards.content_hash)
+            for suffix, step in steps.items():
+                results[f"online{suffix}_img_per_s"] = paths.online(step, student_r, teacher_r, tsize, suffix)
+            results["teacher_cache_img_per_s"] = paths.teacher_cache(teacher_r, tsize)
+            for suffix, step in steps.items():
+                results[f"conventional{suffix}_img_per_s"] = paths.conventional(step, split, tsize, suffix)
+        if cfg.students > 1:
+            _bench_sweep(cfg, results, student_r, paths, compiled)
+    finally:
+        for r in (student_r, teacher_r):
+            if r is not None:
+                r.close()
 
     results.update({
         "device": device_name(device),
-        "renderer": student_r.name, "teacher_renderer": teacher_r.name,
+        "renderer": student_r.name, "teacher_renderer": teacher_r.name if teacher_r else None,
         "teacher_input_size": tsize, "student_input_size": STUDENT_SIZE,
-        "batch_size": B, "timed_batches": cfg.batches,
+        "batch_size": B, "timed_batches": cfg.batches, "paths": cfg.paths, "compiled": compiled,
+        "stack_students": cfg.stack_students,
     })
-    c = results["cached_img_per_s"]
-    results["ratios"] = {
-        "cached/conventional": c / results["conventional_img_per_s"],
-        "cached/online": c / results["online_img_per_s"],
-        "cached/bound": c / results["student_bound_img_per_s"],
-        "cache-teacher/teacher-bound": results["teacher_cache_img_per_s"] / results["teacher_bound_img_per_s"],
-    }
-    if cfg.students > 1:  # student-epochs per second: a sweep of K against K separate runs
-        results["ratios"][f"sweep{cfg.students}/separate"] = (
-            results["sweep_student_img_per_s"] / results["lone_student_img_per_s"])
-    if "student_bound_compiled_img_per_s" in results:
-        results["ratios"]["compiled/eager bound"] = (
-            results["student_bound_compiled_img_per_s"] / results["student_bound_img_per_s"])
+    results["ratios"] = _ratios(results, cfg.students, list(steps))
     print_table(f"bench kd on {results['device']} (batch {B}, {cfg.batches} timed batches, "
                 f"teacher {tsize} px, renderer {student_r.name})", ["path", "img/s"],
                 [(k.removesuffix("_img_per_s"), f"{v:,.0f}") for k, v in results.items()
@@ -225,6 +160,161 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     return results
 
 
+def _ratios(results: dict, students: int, suffixes: list) -> dict:
+    """Each pipeline against the others and against its bound, with the same student step
+    (eager with eager, compiled with compiled); then compiled against eager."""
+    out = {}
+    for sfx in suffixes:
+        name = sfx.replace("_", " ")  # "" or " compiled"
+        rate = lambda path: results.get(f"{path}{sfx}_img_per_s")  # noqa: E731
+        c = rate("cached")
+        for other, label in (("conventional", "conventional"), ("online", "online"),
+                             ("student_bound", "bound")):
+            if rate(other):
+                out[f"cached{name}/{label}{name}"] = c / rate(other)
+        if rate("sweep_student"):  # student-epochs per second: a sweep of K against K separate runs
+            out[f"sweep{students}/separate{name}"] = rate("sweep_student") / rate("lone_student")
+        if rate("sweep_stacked_student"):
+            out[f"sweep{students} stacked/separate{name}"] = rate("sweep_stacked_student") / rate("lone_student")
+    if "teacher_cache_img_per_s" in results:
+        out["cache-teacher/teacher-bound"] = results["teacher_cache_img_per_s"] / results["teacher_bound_img_per_s"]
+    if "_compiled" in suffixes:
+        out["compiled/eager bound"] = (results["student_bound_compiled_img_per_s"]
+                                       / results["student_bound_img_per_s"])
+        out["cached compiled/cached eager"] = results["cached_compiled_img_per_s"] / results["cached_img_per_s"]
+    return out
+
+
+def _eager_step(device):
+    """The plain eager KD step most scripts run: its own student and AdamW, distill's default loss."""
+    from vwwfast.devices import autocast
+    from vwwfast.models import build_model
+    from vwwfast.train.losses import KDRecipe
+    student = build_model("mobilenet_v3_small").to(device, memory_format=FMT)
+    student.train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
+    recipe = KDRecipe.from_config(C.DistillConfig())  # distill's default loss
+    weights = recipe.at(1, 1)
+
+    def step(x, y, z_t):
+        with autocast(device):
+            z_s = student(x.contiguous(memory_format=FMT))
+        loss, _ = recipe.loss(z_s, z_t, y, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def _compiled_step(cfg, device, paths, results):
+    """The trainer's compiled step (train.student.Student with --compile on: CUDA graphs on
+    the GPU), compiled before any clock starts (student_compile_s)."""
+    from vwwfast.progress import info
+    info("compiling the trainer's student step (not timed)")
+    (s,) = _students(cfg, 1, device, compile_="on")
+    s.step(*paths.resident())  # compiles
+    results["student_compile_s"] = s.compile_s
+
+    def step(x, y, z_t):  # the trainer's input layout, so one compiled graph serves every path
+        s.step(x.contiguous(memory_format=FMT), y, z_t)
+    return step
+
+
+class _Paths:
+    """Each timed path, given the student step to run."""
+
+    def __init__(self, cfg, device, teacher, table, params, order):
+        self.cfg, self.device, self.teacher, self.table = cfg, device, teacher, table
+        self.params, self.order = params, order
+        self.rows = lambda idx: params[idx]
+        B = cfg.batch_size
+        self._resident = (
+            torch.randn(B, 3, STUDENT_SIZE, STUDENT_SIZE, device=device).contiguous(memory_format=FMT),
+            torch.randint(0, 2, (B,), device=device), torch.randn(B, 2, device=device))
+
+    def resident(self):
+        """A batch already on the device: what the bounds step on."""
+        return self._resident
+
+    def batches(self):
+        return self.cfg.batches + WARMUP
+
+    @torch.no_grad()
+    def teach(self, x):
+        from vwwfast.devices import autocast
+        with autocast(self.device):
+            return self.teacher(x.contiguous(memory_format=FMT)).float()
+
+    def logits(self, idx):
+        return self.table.index_select(0, torch.as_tensor(idx, device=self.device)).float()
+
+    def student_bound(self, step, suffix=""):
+        info(f"student compute-only bound{_says(suffix)}")
+        timer = _Timer(self.device)
+        x, y, z = self.resident()
+        for _ in range(self.batches()):
+            step(x, y, z)
+            timer.tick(len(y))
+        return timer.rate()
+
+    def teacher_bound(self, tsize):
+        info(f"teacher compute-only bound ({tsize} px inference)")
+        timer = _Timer(self.device)
+        xt = torch.randn(self.cfg.batch_size, 3, tsize, tsize, device=self.device).contiguous(memory_format=FMT)
+        for _ in range(self.batches()):
+            self.teach(xt)
+            timer.tick(len(xt))
+        return timer.rate()
+
+    def cached(self, step, renderer, suffix=""):
+        from vwwfast.data.render.prefetch import iterate
+        info(f"cached KD: render, cached logits, student step{_says(suffix)}")
+        timer = _Timer(self.device)
+        for x, y, idx in iterate(renderer, self.order, self.rows, self.cfg.batch_size, STUDENT_SIZE):
+            step(x, y, self.logits(idx))
+            timer.tick(len(y))
+        return timer.rate()
+
+    def online(self, step, student_r, teacher_r, tsize, suffix=""):
+        from vwwfast.data.render.prefetch import iterate
+        info(f"online KD on vwwfast's renderer: render both sizes, teacher forward, student step{_says(suffix)}")
+        timer = _Timer(self.device)
+        for x, y, idx in iterate(student_r, self.order, self.rows, self.cfg.batch_size, STUDENT_SIZE):
+            xt, _ = teacher_r.render(idx, self.params[idx], tsize)
+            step(x, y, self.teach(xt))
+            timer.tick(len(y))
+        return timer.rate()
+
+    def teacher_cache(self, teacher_r, tsize):
+        from vwwfast.data.render.prefetch import iterate
+        info(f"teacher cache throughput: render at {tsize} px + teacher inference")
+        timer = _Timer(self.device)
+        for x, y, idx in iterate(teacher_r, self.order, self.rows, self.cfg.batch_size, tsize):
+            self.teach(x)
+            timer.tick(len(y))
+        return timer.rate()
+
+    def conventional(self, step, split, tsize, suffix=""):
+        info(f"conventional online KD: DataLoader({self.cfg.workers} workers, PIL + torchvision), "
+             f"teacher every step{_says(suffix)}")
+        timer = _Timer(self.device)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(ConventionalDataset(split, self.params, tsize), self.order.tolist()),
+            batch_size=self.cfg.batch_size, num_workers=self.cfg.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        for xs, xt, y, _ in loader:
+            xs = xs.to(self.device, non_blocking=True).contiguous(memory_format=FMT)
+            xt = xt.to(self.device, non_blocking=True).contiguous(memory_format=FMT)
+            y = y.to(self.device, non_blocking=True)
+            step(xs, y, self.teach(xt))
+            timer.tick(len(y))
+        return timer.rate()
+
+
+def _says(suffix: str) -> str:
+    return ", compiled step" if suffix else ""
+
+
 def _students(cfg, k: int, device, compile_: str = "off"):
     """k students of the trainer itself (train.student.Student: its step, its random-state
     handling), with the default KD recipe, ready for epoch 1."""
@@ -233,40 +323,37 @@ def _students(cfg, k: int, device, compile_: str = "off"):
     for i in range(k):
         scfg = C.resolve(C.DistillConfig, {"shards": cfg.shards, "batch_size": cfg.batch_size,
                                           "compile": compile_, "init_seed": i, "epochs": 1})
-        s = Student(scfg, "student", device, steps_per_epoch=1000)
+        # one "epoch" long enough for every timed path: OneCycle refuses a step past its end
+        s = Student(scfg, "student", device, steps_per_epoch=8 * (cfg.batches + WARMUP) + 8)
         s.begin_epoch(1)
         students.append(s)
     return students
 
 
-def _bench_sweep(cfg, results, renderer, order, rows, table, device) -> None:
+def _bench_sweep(cfg, results, renderer, paths, compiled: bool) -> None:
     """The cached path with the trainer's students: one, then a sweep of K on the same
-    batches (one render and one logits read per batch for all). Reports images/s per
-    student: K x images / time for the sweep."""
+    batches (one render and one logits read per batch for all), then with --stack-students
+    the K stacked into one batched step. Reports images/s per student: K x images / time
+    for the sweep. With --compile every student's step is compiled (before the clock)."""
     from vwwfast.data.render.prefetch import iterate
-    from vwwfast.progress import info
-    for k, key in ((1, "lone_student_img_per_s"), (cfg.students, "sweep_student_img_per_s")):
-        info(f"cached KD, {k} student{'s' if k > 1 else ''} of the trainer on each batch")
-        students = _students(cfg, k, device)
-        timer = _Timer(device)
-        for x, y, idx in iterate(renderer, order, rows, cfg.batch_size, STUDENT_SIZE):
-            z_t = table.index_select(0, torch.as_tensor(idx, device=device)).float()
-            x = x.contiguous(memory_format=torch.channels_last)
-            for s in students:
-                s.step(x, y, z_t)
+    from vwwfast.train.stacked import Stacked
+    sfx = "_compiled" if compiled else ""
+    runs = [(1, "lone_student", False), (cfg.students, "sweep_student", False)]
+    if cfg.stack_students == "on":
+        runs.append((cfg.students, "sweep_stacked_student", True))
+    for k, key, stack in runs:
+        students = _students(cfg, k, paths.device, "on" if compiled else "off")
+        how = " stacked" if stack else ""
+        info(f"cached KD, {k}{how} student{'s' if k > 1 else ''} of the trainer on each batch"
+             f"{_says(sfx)}")
+        stepper = Stacked(students) if stack else None
+        step = stepper.step if stack else (lambda x, y, z: [s.step(x, y, z) for s in students])
+        x, y, z = paths.resident()
+        step(x, y, z)  # compiles, when compiled: not timed
+        timer = _Timer(paths.device)
+        for x, y, idx in iterate(renderer, paths.order, paths.rows, cfg.batch_size, STUDENT_SIZE):
+            step(x.contiguous(memory_format=FMT), y, paths.logits(idx))
             timer.tick(len(y) * k)
-        results[key] = timer.rate()
-
-
-def _bench_compiled(cfg, results, xs, ys, zs, device) -> None:
-    """The student bound with the trainer's compiled step (compilation before the clock)."""
-    from vwwfast.progress import info
-    info("student compute-only bound, compiled step (compiling first, not timed)")
-    (s,) = _students(cfg, 1, device, compile_="on")
-    s.step(xs, ys, zs)  # compiles
-    results["student_compile_s"] = s.compile_s
-    timer = _Timer(device)
-    for _ in range(cfg.batches + WARMUP):
-        s.step(xs, ys, zs)
-        timer.tick(len(ys))
-    results["student_bound_compiled_img_per_s"] = timer.rate()
+        results[f"{key}{sfx}_img_per_s"] = timer.rate()
+        if stepper is not None:
+            stepper.close()

@@ -58,6 +58,9 @@ def _resolve_all(cfgs: list) -> list:
         train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
     for c in resolved:
         check_width(c.arch, c.width, pretrained=c.pretrained)
+    if getattr(base, "stack_students", "off") == "on":
+        from vwwfast.train.stacked import check_configs
+        check_configs(resolved)
     for arch in sorted({c.arch for c in resolved if c.pretrained}):
         ensure_imagenet_weights(arch)  # offline: one line, before any record is made
     for c in resolved:

@@ -33,6 +33,7 @@ from vwwfast.teach import teacher as TS
 from vwwfast.train.evaluate import evaluate_many, settle_bn
 from vwwfast.train.lifecycle import RunRecords
 from vwwfast.train.losses import KDRecipe
+from vwwfast.train.stacked import Stacks
 from vwwfast.train.student import Student, load_last, views_digest
 
 
@@ -50,6 +51,7 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
         students = (_new_students(cfgs, kind, device, inputs, records, sweep) if resume is None
                     else _resumed_students(cfgs, kind, device, inputs, records, sweep, resume))
         _started(students, device, inputs, sweep)
+        stacks = Stacks() if getattr(base, "stack_students", "off") == "on" else None
         epoch_seconds: list[float] = []
         for epoch in range(min((s.start_epoch for s in students), default=1), base.epochs + 1):
             if not any(s.active for s in students):
@@ -58,7 +60,7 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
             if not active:
                 continue
             t0 = time.perf_counter()
-            results = train_epoch(active, epoch, base, inputs)
+            results = train_epoch(active, epoch, base, inputs, stacks)
             epoch_seconds.append(time.perf_counter() - t0)
             eta = (base.epochs - epoch) * float(np.mean(epoch_seconds[-3:]))
             for s, (record, metrics) in zip(active, results):
@@ -68,23 +70,31 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
     return records.summaries
 
 
-def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs") -> list[tuple[dict, dict]]:
-    """One epoch of every student: each batch rendered once and every student's step on it,
-    then BatchNorm settled and every student evaluated on the same val batches. Returns each
-    student's epoch record (metrics.jsonl) and val metrics."""
+def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs",
+                stacks: Stacks | None = None) -> list[tuple[dict, dict]]:
+    """One epoch of every student: each batch rendered once and every student's step on it
+    (with `stacks`, --stack-students on: one batched step for all), then BatchNorm settled and
+    every student evaluated on the same val batches. Returns each student's epoch record
+    (metrics.jsonl) and val metrics."""
     source, train, steps, B = inputs.source, inputs.train, inputs.steps, base.batch_size
     params = source.views(epoch)
     order = D.rank_part(subset_order(inputs.subset, base.seed, epoch - 1))  # BN settles on it too
     for s in students:
         s.begin_epoch(epoch)
+    stack = stacks.get(students) if stacks is not None and len(students) > 1 else None
     t0 = time.perf_counter()
     with bar(f"epoch {epoch}/{base.epochs}", steps * B) as advance:
         for x, y, idx in train.batches(order[:steps * B], params, B):
             z_t = source.logits(epoch, idx, params) if source.needs_teacher else None
             x = x.contiguous(memory_format=torch.channels_last)
-            for s in students:
-                s.step(x, y, z_t)
+            if stack is not None:
+                stack.step(x, y, z_t)
+            else:
+                for s in students:
+                    s.step(x, y, z_t)
             advance(len(y))
+    if stack is not None:
+        stack.release()  # each student its own weights: settle, evaluate, checkpoint
     if train.renderer.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
