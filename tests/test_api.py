@@ -41,7 +41,8 @@ def other_shards(synth_coco, tmp_path_factory):
 # ---------------------------------------------------------------------------------------
 # KDData
 
-def test_train_batches_are_what_distill_trains_on(synth_shards, small_store, tmp_path, monkeypatch):
+def test_train_batches_are_what_distill_trains_on(synth_shards, small_store, tmp_path, monkeypatch,
+                                                  quick_curves):
     from vwwfast.train.commands import distill
     from vwwfast.train.student import Student
     seen = []
@@ -51,12 +52,12 @@ def test_train_batches_are_what_distill_trains_on(synth_shards, small_store, tmp
         seen.append((x.clone(), y.clone(), z_t.clone()))
         return real(self, x, y, z_t)
     monkeypatch.setattr(Student, "step", step)
-    distill(C.resolve(C.DistillConfig, dict(shards=str(synth_shards), cache=small_store, epochs=2,
+    distill(C.resolve(C.DistillConfig, dict(shards=str(synth_shards), cache=small_store, epochs=1,
                                             batch_size=32, runs_dir=str(tmp_path / "runs"),
                                             bn_settle=0, **{k: v for k, v in DATA.items() if k != "device"})))
     with KDData(synth_shards, small_store, **DATA) as data:
-        mine = [b for e in (1, 2) for b in _batches(data, e)]
-    assert len(mine) == len(seen) == 6  # 96 samples, batch 32: three full batches an epoch
+        mine = _batches(data, 1)
+    assert len(mine) == len(seen) == 3  # 96 samples, batch 32: three full batches
     for (x, y, z, _), (x_d, y_d, z_d) in zip(mine, seen):
         assert torch.equal(x, x_d) and torch.equal(y, y_d) and torch.equal(z, z_d)
 
@@ -212,9 +213,11 @@ def test_render_view_renders_the_renderers_view(synth_shards, small_store):
     got_geometry = torch.stack([render_view(split.read_jpeg(i), p, 40, color=False, normalize=True)
                                 for i, p in zip(idx, params)])
     assert got.shape == (len(idx), 3, 40, 40)
-    # normalised units (1 = about 0.23 of the 0..1 range): the same crop, close colours
-    assert (got_geometry - want_geometry).abs().mean() < 0.03
-    assert (got - want).abs().mean() < 0.06
+    # normalised units (1 = about 0.23 of the 0..1 range): the same crop (a one-pixel shift
+    # differs by 0.15 here), close colours (0.2 with colour left out, 0.04 with hue turned
+    # the other way)
+    assert (got_geometry - want_geometry).abs().mean() < 0.01
+    assert (got - want).abs().mean() < 0.03
     flipped = params[0].copy()
     flipped[COL["flip"]] = 1 - flipped[COL["flip"]]
     assert (render_view(split.read_jpeg(0), flipped, 40, normalize=True) - want[0]).abs().mean() > 0.1
