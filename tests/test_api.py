@@ -1,6 +1,7 @@
 """The public data API: KDData gives the batches `distill` trains on, wds_dataset the shard
 samples with an epoch's view parameters and logits, render_view such a view with torchvision."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -227,3 +228,35 @@ def test_render_view_renders_the_renderers_view(synth_shards, small_store):
     mixed[COL["partner"]] = 3
     with pytest.raises(ValueError, match="mixed view"):
         render_view(split.read_jpeg(0), mixed, 40)
+
+
+RANK_SCRIPT = """
+import json, sys
+import numpy as np
+import torch.distributed as dist
+from vwwfast import KDData
+shards, cache, out = sys.argv[1:]
+with KDData(shards, cache, input_size=32, renderer="decoded", decoded_size=48, device="cpu") as data:
+    train = [b[3].tolist() for b in data.train_batches(1, 16)]
+    val = np.concatenate([b[2] for b in data.val_batches(16)]).tolist()
+    rank = dist.get_rank()
+    json.dump({"train": train, "val": val}, open(f"{out}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_under_torchrun_each_rank_gets_its_share(synth_shards, small_store, tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(synth_shards), small_store, str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=vwwfast_env(OMP_NUM_THREADS="1"),
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    parts = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    order = subset_order(np.arange(96), 0, 0)  # contiguous blocks of distill's order
+    assert [len(p["train"]) for p in parts] == [3, 3]  # 48 samples each, batches of 16
+    assert sum(parts[0]["train"], []) == order[:48].tolist()
+    assert sum(parts[1]["train"], []) == order[48:].tolist()
+    assert parts[0]["val"] == list(range(24)) and parts[1]["val"] == list(range(24, 48))
