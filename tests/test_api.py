@@ -166,6 +166,8 @@ def test_wds_dataset_yields_every_sample_with_its_epochs_view(synth_shards, smal
     urls = [str(p) for p in split.tar_paths]
     again = {_key(s): s for s in wds_dataset(urls, "train", small_store, epoch=2)}
     assert all(np.array_equal(again[_key(s)]["logits"], s["logits"]) for s in samples)
+    pattern = f"{synth_shards}/train-{{000000..{len(urls) - 1:06d}}}.tar"
+    assert sorted(_key(s) for s in wds_dataset(pattern, "train", small_store, epoch=2)) == list(range(96))
     plain = list(wds_dataset(synth_shards, "val"))
     assert len(plain) == 48 and "logits" not in plain[0] and "params" not in plain[0]
 

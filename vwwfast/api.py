@@ -164,8 +164,9 @@ def wds_dataset(shards: Union[PathLike, Sequence[str]], split: str = "train",
     they are stored (add `webdataset.shuffle` for another). Shards are split across torchrun
     ranks (`split_by_node`) and DataLoader workers (`split_by_worker`).
 
-    shards: a folder written by `vwwfast shard`, or a list of tar URLs webdataset opens
-    (with a cache, the manifest.json beside them is read, to check the store).
+    shards: a folder written by `vwwfast shard`, or tar URLs webdataset opens: a list, or
+    one URL or brace pattern (`.../train-{000000..000009}.tar`); with a cache the
+    manifest.json beside them is read, to check the store.
     Each sample is a dict: "__key__" (the sample index, zero-padded), "jpg" (JPEG bytes),
     "cls" (int label), the other stored members as bytes; with a cache (train split only)
     also "params" (float32 [P], the view's parameters; `render_view` renders it) and "logits"
@@ -173,9 +174,11 @@ def wds_dataset(shards: Union[PathLike, Sequence[str]], split: str = "train",
     (epoch - 1) mod E (a plain store: the student's own views at distill's default seed,
     with the one plain-view logits)."""
     import webdataset as wds
+    from webdataset.shardlists import expand_urls
     epoch = _epoch(epoch)
-    local = isinstance(shards, (str, Path))
-    urls = _tar_urls(Path(shards), split) if local else [str(u) for u in shards]
+    local = isinstance(shards, Path) or (isinstance(shards, str) and not _is_url(shards))
+    urls = (_tar_urls(Path(shards), split) if local else
+            expand_urls(shards) if isinstance(shards, str) else [str(u) for u in shards])
     if not urls:
         raise UserError("wds_dataset: no shards given")
     params = logits = None
@@ -186,6 +189,11 @@ def wds_dataset(shards: Union[PathLike, Sequence[str]], split: str = "train",
         params, logits = _views_and_logits(shards if local else None, urls, cache, epoch)
     return wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker,
                             wds.tarfile_to_samples(), wds.map(_WithView(params, logits)))
+
+
+def _is_url(text: str) -> bool:
+    """A URL or a brace pattern of tars (webdataset expands `train-{000000..000009}.tar`)."""
+    return "://" in text or text.startswith("pipe:") or ("{" in text and ".." in text)
 
 
 def _tar_urls(root: Path, split: str) -> list[str]:
