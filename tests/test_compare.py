@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 from test_evaluate import run_eval
-from conftest import T0, T1, T2, epoch_record, finished_run, stub_curves
+from conftest import T0, T1, epoch_record, finished_run, stub_curves
 
 from vwwfast import config as C
 from vwwfast.errors import UserError

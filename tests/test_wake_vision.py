@@ -477,15 +477,15 @@ def test_a_run_on_wake_vision_records_the_centre_crop(wv_shards, tmp_path):
     import yaml
 
     from vwwfast import config as C
-    from vwwfast.train.commands import _resolve_all
+    from vwwfast.train.inputs import resolve_configs
     cfg = C.resolve(C.DistillConfig, {"shards": str(wv_shards), "alpha": 0})
-    (got,) = _resolve_all([cfg])
+    (got,) = resolve_configs([cfg])
     assert got.val_center_crop is True and got.view == {"region": "center"}
     own = C.resolve(C.DistillConfig, {"shards": str(wv_shards), "alpha": 0, "val_center_crop": False,
                                       "views": {"region": "image", "erase": 0.25}})
-    (got,) = _resolve_all([own])
+    (got,) = resolve_configs([own])
     assert got.val_center_crop is False and got.view == {"region": "image", "erase": 0.25}
-    assert yaml.safe_load(C.dump_yaml(_resolve_all([cfg])[0]))["views"] == {"region": "center"}
+    assert yaml.safe_load(C.dump_yaml(resolve_configs([cfg])[0]))["views"] == {"region": "center"}
 
 
 def test_auto_renderer_streams_a_set_larger_than_memory(synth_shards, monkeypatch):

@@ -81,7 +81,7 @@ class CachedTeacher(OwnViews):
         self.needs_teacher = read_logits
 
     def view_of(self, epoch: int) -> int:
-        return 0 if self.store.plain else (epoch - 1) % self.store.num_views
+        return store_view(self.store, epoch)
 
     def views(self, epoch):
         if self.store.plain:  # a plain store: the student draws its own views
@@ -96,6 +96,11 @@ class CachedTeacher(OwnViews):
             return None
         idx = torch.as_tensor(idx, device=self.table.device, dtype=torch.long)
         return self.table[self.view_of(epoch)].index_select(0, idx).float()
+
+    def view_logits(self, epoch: int) -> np.ndarray:
+        """float32 [N, C]: the logits of every sample for `epoch`'s view, read from the store
+        (one view; the device table need not be held)."""
+        return self.store.read("train/logits", (self.view_of(epoch),)).astype(np.float32)
 
     def epoch_note(self, epoch):
         return {"view": self.view_of(epoch)}
@@ -133,6 +138,12 @@ class CachedTeacher(OwnViews):
             return {"store_fingerprint": self.store.fingerprint_hash}
         return {"store_fingerprint": self.store.fingerprint_hash,
                 "teacher_sha256": self.store.fingerprint["teacher_sha256"]}
+
+
+def store_view(store, epoch: int) -> int:
+    """The store's view that epoch `epoch` (from 1) reads: (epoch - 1) mod E; a plain store's
+    one view always."""
+    return 0 if store.plain else (epoch - 1) % store.num_views
 
 
 class OnlineTeacher(OwnViews):

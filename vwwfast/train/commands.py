@@ -8,16 +8,13 @@ from pathlib import Path
 
 from vwwfast import config as C
 from vwwfast import distributed as D
-from vwwfast.data.shards import read_manifest, view_defaults, with_shard_views
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
-from vwwfast.models import check_width, ensure_imagenet_weights
 from vwwfast.progress import info, result
 from vwwfast.records.runs import SweepRecord, resolve_run
 from vwwfast.records.table import print_sweep
-from vwwfast.teach import teacher as TS
+from vwwfast.train.inputs import resolve_configs
 from vwwfast.train.loop import fit
-from vwwfast.train.losses import KDRecipe
 
 
 class SweepInfo:
@@ -42,69 +39,11 @@ def member_label(settings: dict) -> str:
     return "-".join(parts)
 
 
-def _resolve_all(cfgs: list) -> list:
-    base = cfgs[0]
-    cached = getattr(base, "cache", None) and getattr(base, "teacher_mode", None) == "cached"
-    if getattr(base, "teacher_mode", None) == "online" and base.cache:
-        raise UserError("--cache is for --teacher-mode cached; drop it (or --teacher-mode online)")
-    store = TS.open_store(base.cache) if cached else None
-    needs = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
-    TS.refuse_unused_teacher(base, needs)
-    manifest = read_manifest(Path(base.shards))
-    resolved = [TS.resolve_settings(_shard_views(c, manifest, store), store) for c in cfgs]
-    if base.train_limit is not None:  # more than the shards hold: refused before any record
-        from vwwfast.data.epochs import train_subset
-        from vwwfast.data.shards import ShardSet
-        train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
-    for c in resolved:
-        check_width(c.arch, c.width, pretrained=c.pretrained)
-    if getattr(base, "stack_students", "off") == "on":
-        from vwwfast.train.stacked import check_configs
-        check_configs(resolved)
-    for arch in sorted({c.arch for c in resolved if c.pretrained}):
-        ensure_imagenet_weights(arch)  # offline: one line, before any record is made
-    for c in resolved:
-        check_model_budgets(c)
-    return resolved
-
-
-def check_model_budgets(cfg) -> None:
-    """--max-flash / --max-ram of distill, before any record: the int8 weights (about one
-    byte per parameter) and the estimated int8 activation peak of the model the run would
-    train (footprint.py), so that an oversized student is refused in one line."""
-    flash, ram = getattr(cfg, "max_flash", None), getattr(cfg, "max_ram", None)
-    if flash is None and ram is None:
-        return
-    from vwwfast.footprint import check_budget, count_params, torch_peak_bytes
-    from vwwfast.models import new_model
-    from vwwfast.provenance import model_short
-    model = new_model(cfg.arch, cfg.width)
-    who = f"{model_short(cfg.arch, cfg.width)} at {cfg.input_size} px"
-    if flash is not None:
-        check_budget("--max-flash", flash, count_params(model),
-                     f"{who}: int8 weights (estimate: 1 byte per parameter)")
-    if ram is not None:
-        check_budget("--max-ram", ram, torch_peak_bytes(model, cfg.input_size),
-                     f"{who}: int8 activation peak (estimate)")
-
-
-def _shard_views(cfg, manifest: dict, store):
-    """The views the shard set asks for where the run leaves them open (Wake Vision: the
-    centre crop its labels were made on), so that the run's config records them: the val
-    view, and the training views unless a store's are taken as they are."""
-    updates = {}
-    if cfg.val_center_crop is None:
-        updates["val_center_crop"] = view_defaults(manifest)["val_center_crop"]
-    if store is None or store.plain or cfg.view_spec is not None:
-        updates["view"] = with_shard_views(manifest, cfg.view)
-    return dataclasses.replace(cfg, **updates)
-
-
 def train_teacher(cfg: C.TrainConfig) -> dict:
     if cfg.resume:
         return _lone(_resume(cfg, C.TrainConfig, "teacher"))
     C.require(cfg, "shards")
-    return _lone(fit(_resolve_all([cfg]), "teacher"))
+    return _lone(fit(resolve_configs([cfg]), "teacher"))
 
 
 def distill(cfg) -> dict | list[dict]:
@@ -115,7 +54,7 @@ def distill(cfg) -> dict | list[dict]:
         summaries = _resume(cfg, C.DistillConfig, "student")
         return summaries if len(summaries) > 1 else _lone(summaries)
     C.require(cfg, "shards")
-    return _lone(fit(_resolve_all([cfg]), "student"))
+    return _lone(fit(resolve_configs([cfg]), "student"))
 
 
 def _lone(summaries: list[dict]) -> dict:
@@ -132,7 +71,7 @@ def _lone(summaries: list[dict]) -> dict:
 def _sweep(sweep: C.Sweep) -> list[dict]:
     base = sweep.configs[0]
     C.require(base, "shards")
-    cfgs = _resolve_all(sweep.configs)
+    cfgs = resolve_configs(sweep.configs)
     # the record lists its members as the loop makes their runs
     record = SweepRecord.create(base.runs_dir, base.tag, sweep.mode, sweep.swept) if D.is_main() else None
     members = SweepInfo(record, [{k: getattr(c, k) for k in sweep.swept} for c in sweep.configs])

@@ -29,6 +29,17 @@ def model_predictor(model: torch.nn.Module) -> Predict:
     return predict
 
 
+def val_batches(data: SplitData, batch_size: int, center_crop: bool = False):
+    """(x, y, idx) of this rank's part of the split, every sample once, in index order, on
+    the validation view: the batches evaluation scores (the last one may be short)."""
+    return data.batches(val_order(data), val_params(data.split, center_crop), batch_size)
+
+
+def val_order(data: SplitData) -> np.ndarray:
+    """This rank's samples of an evaluated split, in the order `val_batches` yields them."""
+    return D.rank_part(np.arange(len(data)))
+
+
 @torch.no_grad()
 def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False,
              outputs: bool = False) -> dict:
@@ -37,11 +48,10 @@ def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False,
     also holds this rank's "indices", "labels", "preds" and "prob_person" (numpy, in
     evaluation order)."""
     predict = model_predictor(model) if isinstance(model, torch.nn.Module) else model
-    params = val_params(data.split, center_crop)
-    order = D.rank_part(np.arange(len(data)))
+    order = val_order(data)
     cm, probs, preds = None, [], []
     start = time.perf_counter()
-    for x, y, idx in data.batches(order, params, batch_size):
+    for x, y, idx in val_batches(data, batch_size, center_crop):
         z = predict(x)
         pred = z.argmax(1)
         part = confusion_matrix(pred, y)
@@ -109,12 +119,12 @@ def evaluate_many(models: list, data: SplitData, batch_size: int, center_crop: b
         out = [evaluate(models[0], data, batch_size, center_crop, outputs=outputs)]
         return [_gathered(m) for m in out] if outputs else out
     predictors = [model_predictor(m) for m in models]
-    order = D.rank_part(np.arange(len(data)))
+    order = val_order(data)
     cms = [torch.zeros(2, 2, dtype=torch.long, device=data.renderer.device) for _ in models]
     probs: list[list] = [[] for _ in models]
     preds: list[list] = [[] for _ in models]
     start = time.perf_counter()
-    for x, y, _ in data.batches(order, val_params(data.split, center_crop), batch_size):
+    for x, y, _ in val_batches(data, batch_size, center_crop):
         for k, predict in enumerate(predictors):
             z = predict(x)
             pred = z.argmax(1)

@@ -3,13 +3,13 @@ student or a sweep of several that share every rendered batch. Only the loss (lo
 and where views and logits come from (teach/teacher.py) differ.
 
     for epoch in epochs:
-        views = source.views(epoch)
-        for x, y, idx in train.batches(order(epoch), views):     # every batch full-size
-            z_t = source.logits(epoch, idx, views)              # a table lookup when cached
-            for s in students: s.step(x, y, z_t)
+        e = inputs.epoch(epoch)                                  # views and this rank's order
+        for x, y, z_t, idx in inputs.train_batches(e, B):       # every batch full-size;
+            for s in students: s.step(x, y, z_t)                 # z_t a table lookup when cached
         settle BatchNorm and evaluate every student on the same batches
         for s in students: s.end_epoch(...)                      # record, checkpoint, stop
 
+The batches come from inputs.py, the same code `vwwfast.KDData` hands other trainers.
 Around it, lifecycle.RunRecords makes and ends the run records.
 """
 
@@ -20,17 +20,14 @@ import time
 import numpy as np
 import torch
 
-from vwwfast import config as C
 from vwwfast import distributed as D
-from vwwfast.data.epochs import steps_per_rank, subset_order, train_subset
-from vwwfast.data.shards import ShardSet
-from vwwfast.data.split import SplitData
-from vwwfast.devices import device_name, resolve_device
+from vwwfast.devices import device_name
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_duration, fmt_metric
 from vwwfast.progress import bar, info, warn
 from vwwfast.teach import teacher as TS
 from vwwfast.train.evaluate import evaluate_many, settle_bn
+from vwwfast.train.inputs import Inputs
 from vwwfast.train.lifecycle import RunRecords
 from vwwfast.train.losses import KDRecipe
 from vwwfast.train.stacked import Stacks
@@ -42,14 +39,16 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
     on everything a student cannot own (checked by config.resolve_sweep). Each student gets a
     new run, or continues its run in `resume` (one per config). Returns the runs' summaries."""
     base = cfgs[0]
-    with RunRecords(kind, sweep) as records, Inputs(base, cfgs) as inputs:
+    needs_teacher = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
+    with RunRecords(kind, sweep) as records, Inputs(base, needs_teacher=needs_teacher) as inputs:
+        steps = _steps(inputs, base.batch_size)
         device = inputs.device
         if resume:
             _check_fingerprints(resume, inputs.fingerprints)
         if D.is_main():
             info(teacher_line(inputs.source.describe()))
-        students = (_new_students(cfgs, kind, device, inputs, records, sweep) if resume is None
-                    else _resumed_students(cfgs, kind, device, inputs, records, sweep, resume))
+        students = (_new_students(cfgs, kind, device, steps, records, sweep) if resume is None
+                    else _resumed_students(cfgs, kind, device, steps, records, sweep, resume))
         _started(students, device, inputs, sweep)
         stacks = Stacks() if getattr(base, "stack_students", "off") == "on" else None
         epoch_seconds: list[float] = []
@@ -60,7 +59,7 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
             if not active:
                 continue
             t0 = time.perf_counter()
-            results = train_epoch(active, epoch, base, inputs, stacks)
+            results = train_epoch(active, epoch, base, inputs, steps, stacks)
             epoch_seconds.append(time.perf_counter() - t0)
             eta = (base.epochs - epoch) * float(np.mean(epoch_seconds[-3:]))
             for s, (record, metrics) in zip(active, results):
@@ -70,22 +69,21 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
     return records.summaries
 
 
-def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs",
+def train_epoch(students: list[Student], epoch: int, base, inputs: Inputs, steps: int,
                 stacks: Stacks | None = None) -> list[tuple[dict, dict]]:
     """One epoch of every student: each batch rendered once and every student's step on it
     (with `stacks`, --stack-students on: one batched step for all), then BatchNorm settled and
     every student evaluated on the same val batches. Returns each student's epoch record
     (metrics.jsonl) and val metrics."""
-    source, train, steps, B = inputs.source, inputs.train, inputs.steps, base.batch_size
-    params = source.views(epoch)
-    order = D.rank_part(subset_order(inputs.subset, base.seed, epoch - 1))  # BN settles on it too
+    source, train, B = inputs.source, inputs.train, base.batch_size
+    this = inputs.epoch(epoch)  # BN settles on its order too
+    params = this.params
     for s in students:
         s.begin_epoch(epoch)
     stack = stacks.get(students) if stacks is not None and len(students) > 1 else None
     t0 = time.perf_counter()
     with bar(f"epoch {epoch}/{base.epochs}", steps * B) as advance:
-        for x, y, idx in train.batches(order[:steps * B], params, B):
-            z_t = source.logits(epoch, idx, params) if source.needs_teacher else None
+        for x, y, z_t, _ in inputs.train_batches(this, B):
             x = x.contiguous(memory_format=torch.channels_last)
             if stack is not None:
                 stack.step(x, y, z_t)
@@ -100,7 +98,7 @@ def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs",
     seconds = time.perf_counter() - t0
     images = steps * B * D.world_size()
     losses = [s.epoch_losses() for s in students]
-    settle_bn([s.model for s in students], train, order, params, B, [s.cfg.bn_settle for s in students])
+    settle_bn([s.model for s in students], train, this.order, params, B, [s.cfg.bn_settle for s in students])
     metrics = evaluate_many([s.model for s in students], inputs.val, B * 2, base.val_center_crop,
                             outputs=True)
     digest = views_digest(params)
@@ -122,62 +120,26 @@ def train_epoch(students: list[Student], epoch: int, base, inputs: "Inputs",
 # ---------------------------------------------------------------------------------------
 # What the students share, and the students
 
-class Inputs:
-    """What every student of a pass shares: the device, the shards, where views and teacher
-    logits come from (teach.teacher), the rendered train and val splits, the training subset
-    and an epoch's steps."""
-
-    def __init__(self, base, cfgs: list):
-        self.source = self.train = self.val = None
-        try:
-            C.require(base, "shards")
-            self.device = device = D.device() if D.active() else resolve_device(base.device)
-            shards = ShardSet.open(base.shards)
-            for split in ("train", "val"):
-                shards.require_both_classes(split)
-            needs_teacher = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
-            self.source = TS.make_source(base, shards, device, needs_teacher=needs_teacher)
-            self.train = SplitData(shards, "train", base, device, base.input_size)
-            self.val = SplitData(shards, "val", base, device, base.input_size)
-            # the samples trained on: every one without --train-limit
-            self.subset = train_subset(len(self.train), base.train_limit, base.seed
-                                       if base.train_limit_seed is None else base.train_limit_seed)
-            self.steps = _steps(len(self.subset), base.batch_size)
-            self.fingerprints = TS.source_fingerprints(self.source, shards)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        for data in (self.train, self.val, self.source):
-            if data is not None:
-                data.close()
-
-    def __enter__(self) -> "Inputs":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _steps(n: int, batch_size: int) -> int:
-    steps = steps_per_rank(n, D.world_size(), batch_size, drop_last=True)
+def _steps(inputs: Inputs, batch_size: int) -> int:
+    """Steps an epoch, every one a full batch; a batch larger than a rank's share is refused."""
+    steps = inputs.steps(batch_size)
     if steps < 1:
+        n = len(inputs.subset)
         raise UserError(f"--batch-size {batch_size} is larger than the {n // D.world_size()} training "
                         f"samples each process gets; lower it")
     return steps
 
 
-def _new_students(cfgs, kind, device, inputs, records, sweep) -> list[Student]:
+def _new_students(cfgs, kind, device, steps, records, sweep) -> list[Student]:
     """A new run per config, every one made (and held) before the students: a student that
     cannot be made (a bad --init) ends every run as failed, each listed in the sweep record."""
     held = [records.create(cfg, sweep.settings[k] if sweep else None) for k, cfg in enumerate(cfgs)]
     for k, (cfg, h) in enumerate(zip(cfgs, held)):
-        h.student = Student(cfg, kind, device, inputs.steps, h.run, sweep.labels[k] if sweep else "")
+        h.student = Student(cfg, kind, device, steps, h.run, sweep.labels[k] if sweep else "")
     return records.students
 
 
-def _resumed_students(cfgs, kind, device, inputs, records, sweep, runs) -> list[Student]:
+def _resumed_students(cfgs, kind, device, steps, records, sweep, runs) -> list[Student]:
     """Each run continued from its last.pt; a sweep member that had ended stays as it ended.
     The runs are held only once every student is loaded: a refused resume changes no run."""
     loaded = []
@@ -185,7 +147,7 @@ def _resumed_students(cfgs, kind, device, inputs, records, sweep, runs) -> list[
         if sweep is not None and run.summary.get("status") in ("finished", "failed"):
             loaded.append(None)
             continue
-        s = Student(cfg, kind, device, inputs.steps, run if D.is_main() else None,
+        s = Student(cfg, kind, device, steps, run if D.is_main() else None,
                     sweep.labels[k] if sweep else "")
         s.resume(load_last(run), float(run.summary.get("wall_time_s") or 0.0))
         loaded.append(s)
