@@ -171,7 +171,7 @@ def test_a_new_loss_term_reaches_every_record(synth_shards, tmp_path, monkeypatc
     assert tensorboard.group("term_toy", C.kd_settings()) == "loss_terms"
     assert tensorboard.group("toy_weight", C.kd_settings()) == "schedule"
 
-    console = Console(width=100, record=True, file=io.StringIO())
+    console = Console(width=120, record=True, file=io.StringIO())  # room for every setting
     print_runs(tmp_path / "runs", console=console)
     header = next(line for line in console.export_text().splitlines() if line.startswith("run "))
     assert header.split().index("toy") < header.split().index("lr")  # a KD knob, shown first
