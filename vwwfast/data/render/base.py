@@ -18,7 +18,6 @@ import torch
 
 from vwwfast.data.shards import JpegReader
 
-RENDERERS = ("auto", "decoded", "dali", "reference")
 # What a rendered view is, for fingerprints of stores that hold logits of rendered views:
 # change it whenever a renderer's output for the same parameters changes.
 RENDERING = "pil-bilinear-antialiased/colour-affine-yiq-hue/2"

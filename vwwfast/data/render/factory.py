@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from vwwfast.data.render.base import RENDERERS, Renderer, dali_available
+from vwwfast.config import RENDERER_CHOICES as RENDERERS
+from vwwfast.data.render.base import Renderer, dali_available
 from vwwfast.errors import UserError
 
 
