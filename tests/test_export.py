@@ -183,6 +183,13 @@ def test_tflite_files(student, tmp_path, synth_shards):
     for name, f in report["files"].items():
         m = eval_file(out / name)
         assert (m["acc"], m["confusion"]) == (f["acc"], f["confusion"])
+        assert f["size_bytes"] == (out / name).stat().st_size
+    # the arena estimate walks the TFLite graph too: the same order of size as the model's own
+    from vwwfast.footprint import torch_peak_bytes
+    model, _ = model_from_checkpoint(student / "model.pt")
+    expect = torch_peak_bytes(model, 48)
+    for f in report["files"].values():
+        assert 0.5 * expect < f["peak_activation_bytes"] < 2 * expect, (f, expect)
     # float: NHWC pixels in, the PyTorch logits out
     model, _ = model_from_checkpoint(student / "model.pt")
     it = Interpreter(model_path=str(out / "model.tflite"))

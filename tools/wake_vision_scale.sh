@@ -3,7 +3,8 @@
 # against the COCO path (`--coco-root`) on the same images, both with WORKERS processes.
 # Run it on an idle machine (timings on a busy one mean little):
 #   tools/wake_vision_scale.sh [WORK_DIR]
-# Settings (environment): GB=3 (size of the generated train archive), WORKERS=2, SIZE=224
+# Settings (environment): GB=3 (size of the generated train archives), ARCHIVES=4 (train
+# archives, one per worker at a time: Wake Vision ships 90 of ~3 GB), WORKERS=2, SIZE=224
 # (--size of both shard runs), DISTINCT=1500 (distinct photos, repeated under new names
 # to fill the archive), COCO_IMAGES=20000 (images of the COCO run: links to the same photos).
 # Memory is sampled every 0.1 s over the whole process tree (main process, fork server,
@@ -19,6 +20,7 @@ WORKERS=${WORKERS:-2}
 SIZE=${SIZE:-224}
 DISTINCT=${DISTINCT:-1500}
 COCO_IMAGES=${COCO_IMAGES:-20000}
+ARCHIVES=${ARCHIVES:-4}
 W=${1:-$(mktemp -d /tmp/wake-vision-scale.XXXXXX)}
 mkdir -p "$W"
 # the archive, the shards of both runs (well under the archive at 224 px) and the spills
@@ -30,8 +32,8 @@ if [ "$free_kb" -lt "$need_kb" ]; then
 fi
 echo "work folder: $W ($(df -h "$W" | awk 'NR == 2 {print $4}') free), $(nproc) cores"
 
-echo "== generating $GB GB of photos in a .tar.gz, and a COCO layout of the same photos"
-$PY - "$W" "$GB" "$DISTINCT" "$COCO_IMAGES" <<'EOF'
+echo "== generating $GB GB of photos in $ARCHIVES .tar.gz archives, and a COCO layout of the same photos"
+$PY - "$W" "$GB" "$DISTINCT" "$COCO_IMAGES" "$ARCHIVES" <<'EOF'
 import io, json, os, sys, tarfile
 from pathlib import Path
 import numpy as np
@@ -40,6 +42,7 @@ from vwwfast.data.sources.synthetic import draw_scene
 from vwwfast.data.sources.wake_vision import BENCHMARK_HEADER
 
 work, gb, distinct, coco_n = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+archives = int(sys.argv[5])
 wv, photos = work / "wake-vision", work / "photos"
 wv.mkdir(exist_ok=True)
 photos.mkdir(exist_ok=True)
@@ -54,16 +57,17 @@ for i in range(distinct):  # Open Images photos are about 50 KB: a scene at 2x p
     data.append(buf.getvalue())
     (photos / f"{i}.jpg").write_bytes(buf.getvalue())
 names, total, i = [], 0, 0
-with tarfile.open(wv / "wake-vision-train-1.tar.gz", "w:gz") as tar:
-    while total < gb * 1e9:
-        name = f"{100000 + i}_{i:010x}_o.jpg"
-        jpeg = data[i % distinct]
-        info = tarfile.TarInfo(name)
-        info.size = len(jpeg)
-        tar.addfile(info, io.BytesIO(jpeg))
-        names.append(name)
-        total += len(jpeg)
-        i += 1
+for part in range(1, archives + 1):  # as Wake Vision ships its train set: several archives
+    with tarfile.open(wv / f"wake-vision-train-{part}.tar.gz", "w:gz") as tar:
+        while total < gb * 1e9 * part / archives:
+            name = f"{100000 + i}_{i:010x}_o.jpg"
+            jpeg = data[i % distinct]
+            info = tarfile.TarInfo(name)
+            info.size = len(jpeg)
+            tar.addfile(info, io.BytesIO(jpeg))
+            names.append(name)
+            total += len(jpeg)
+            i += 1
 labels = rng.integers(0, 2, len(names))
 (wv / "wake_vision_train_quality.csv").write_text(
     "filename,person,depiction,body_part\n" + "".join(f"{n},{p},0,0\n" for n, p in zip(names, labels)))

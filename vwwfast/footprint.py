@@ -128,20 +128,22 @@ def _graph_peak(steps, numel, constant: set) -> int:
     """steps: [(inputs, outputs)] in execution order; numel: tensor -> elements; constant:
     weight tensors (left out, with everything computed from them alone)."""
     constant = set(constant)
+    steps = [([t for t in inputs if t is not None and t != ""], outputs)  # "": ONNX's missing input
+             for inputs, outputs in steps]  # (TFLite names tensors by index: 0 is one)
     for inputs, outputs in steps:
-        real = [t for t in inputs if t]
+        real = inputs
         if real and all(t in constant for t in real):
             constant.update(outputs)
     last_use = {}
     for i, (inputs, _) in enumerate(steps):
         for t in inputs:
-            if t and t not in constant:
+            if t not in constant:
                 last_use[t] = i
     live: dict = {}
     peak = 0
     for i, (inputs, outputs) in enumerate(steps):
         for t in inputs:  # the graph's input is live from its first reader on
-            if t and t not in constant and t not in live:
+            if t not in constant and t not in live:
                 live[t] = numel(t)
         for t in outputs:
             if t not in constant:

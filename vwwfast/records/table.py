@@ -202,33 +202,47 @@ def _unique_ids(rows: list[dict]) -> list[str]:
 
 
 GOAL_MIN = 10  # the narrow table drops setting columns before the goal gets narrower
+# What the narrow table gives up, in this order, to fit without cutting a run id: the goal
+# (down to GOAL_MIN, then whole), the model's cost columns, then the last settings.
+LAYOUTS = ({"show_goal": True, "show_cost": True}, {"show_goal": False, "show_cost": True},
+           {"show_goal": False, "show_cost": False})
 
 
 def runs_table(rows: list[dict], settings: list[str], *, wide: bool = False,
                title: Optional[str] = None, width: Optional[int] = None,
                values: Optional[list[dict]] = None) -> Table:
     """The rich table of `rows`, settings as columns (the first ones matter most).
-    width (narrow table only): fit it by cutting the goal, down to GOAL_MIN characters, then
-    by leaving out the last setting columns, named in the caption.
-    values: per row, the setting values to show (a sweep's own record), else the config's."""
+    width (narrow table only): fit it by cutting the goal down to GOAL_MIN characters, then
+    leaving out the goal, the cost columns and the last settings (LAYOUTS), named in the
+    caption. values: per row, the setting values to show (a sweep's own record), else the
+    config's."""
     if wide or width is None:
         return _table(rows, settings, wide, title, values, [], None)
     from vwwfast.progress import natural_width
-    keep = list(settings)
-    while keep and natural_width(_table(rows, keep, False, title, values, [], GOAL_MIN)) > width:
-        keep.pop()
-    t = _table(rows, keep, False, title, values, settings[len(keep):], None)
+
+    def fitting(layout) -> Optional[list[str]]:  # the most settings that fit; None: none do
+        keep = list(settings)
+        while natural_width(_table(rows, keep, False, title, values, [], GOAL_MIN, **layout)) > width:
+            if not keep:
+                return None
+            keep.pop()
+        return keep
+
+    tries = [(layout, k) for layout in LAYOUTS if (k := fitting(layout)) is not None]
+    tries = tries or [(LAYOUTS[-1], [])]  # nothing fits: the fewest columns, cut by rich
+    layout, keep = next(((lo, k) for lo, k in tries if len(k) == len(settings)),
+                        max(tries, key=lambda t: len(t[1])))  # the earliest of the best
+    t = _table(rows, keep, False, title, values, settings[len(keep):], None, **layout)
     need = natural_width(t)
-    if need > width:  # the goal takes what is left
+    if need > width and layout["show_goal"]:  # the goal takes what is left
         goal = next(c for c in t.columns if c.header == "goal")
         natural = max((len(str(x)) for x in goal.cells), default=GOAL_MIN)
         goal.max_width = max(GOAL_MIN, natural - (need - width))
-        if natural_width(t) > width:  # long run names: the goal goes, never a cut run id
-            t = _table(rows, keep, False, title, values, settings[len(keep):], None, show_goal=False)
     return t
 
 
-def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=True) -> Table:
+def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=True,
+           show_cost=True) -> Table:
     students = [r for r in rows if r["kind"] == "student"]
     teachers = {r["teacher"] for r in students if r["teacher"] != "-"}
     show_kind = wide or len({r["kind"] for r in rows}) > 1
@@ -271,8 +285,9 @@ def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=Tru
     for name in ("best\nepoch", "recall\nno-pers", "recall\nperson"):
         t.add_column(name, no_wrap=True, justify="right")
     # what the model costs: shown once a run recorded it (int8 flash / RAM once exported)
-    show_cost = any(r.get("params") is not None for r in rows)
-    show_files = any(r.get("flash_bytes") is not None for r in rows)
+    costs = any(r.get("params") is not None for r in rows)
+    show_files = show_cost and any(r.get("flash_bytes") is not None for r in rows)
+    show_cost = show_cost and costs
     if show_cost:
         t.add_column("params", no_wrap=True, justify="right")
         t.add_column("MACs", no_wrap=True, justify="right")
@@ -333,8 +348,10 @@ def _table(rows, settings, wide, title, values, dropped, goal_max, show_goal=Tru
         captions.append(", ".join(abbreviated))
     if dropped:
         captions.append(f"also differ: {', '.join(dropped)} (--wide shows them)")
-    if not show_goal:
-        captions.append("goals: --wide shows them")
+    hidden = [what for what, shown in (("goals", show_goal), ("params, MACs, flash and RAM",
+                                                             show_cost or not costs)) if not shown]
+    if hidden:
+        captions.append(f"{' and '.join(hidden)}: --wide shows them")
     if captions:
         t.caption = "\n".join(captions)
     return t
