@@ -53,3 +53,22 @@ def test_runs_table_fits_columns_100_through_the_cli(runs):
     for run in made:  # every run on its own row, named by its whole short id
         assert sum(line.startswith(run.short_id + " ") for line in lines) == 1, run.short_id
     assert "0.8500" in text and "0.9400" in text
+
+
+def test_a_narrow_table_gives_up_the_cost_columns_before_a_run_id(tmp_path):
+    """Long run ids and the model's cost columns: at 100 columns the goal and the cost columns
+    go (named in the caption), a setting stays, every run id is whole."""
+    made = [finished_run(tmp_path, DistillConfig(shards="shards/vww", alpha=alpha,
+                                                 tag=f"a_rather_long_tag_for_alpha_{alpha:g}",
+                                                 note="a goal"),
+                         T1 + timedelta(minutes=k), 0.8 + 0.01 * k, params=1_517_618, macs=5_500_000)
+            for k, alpha in enumerate((0.0, 0.55))]
+    lines = _runs_table(tmp_path, COLUMNS="100")
+    assert max(map(cell_len, lines)) <= 100, "\n".join(lines)
+    for run in made:
+        assert sum(line.startswith(run.short_id + " ") for line in lines) == 1, "\n".join(lines)
+    header = next(line for line in lines if line.startswith("run "))
+    assert "a" in header.split() and "params" not in header.split()
+    assert "params, MACs, flash and RAM: --wide shows them" in " ".join(lines)
+    wide = _runs_table(tmp_path, COLUMNS="200")
+    assert "params" in next(line for line in wide if line.startswith("run ")).split()
