@@ -46,7 +46,7 @@ KD=$(ls -d "$OUT"/runs/*_student_*_a0.55 | tail -n 1)
 SUP=$(ls -d "$OUT"/runs/*_student_*_a0 | tail -n 1)
 stage "export: the distilled student as ONNX and TFLite, float and int8, each file's val accuracy"
 $V export "$KD" --format onnx,tflite --calib 256
-stage "the teacher on the students' val images (the same 1,500 images as its own val set)"
+stage "the teacher on the students' val images (the first $STUDENT_TRAIN of its own val set)"
 $V eval "$TEACHER" --shards "$OUT/shards-students"
 stage "runs, and the paired test: is the distilled student's gain over the supervised one real?"
 $V runs --runs-dir "$OUT/runs"
