@@ -268,7 +268,8 @@ def _write_files(cfg, formats: list[str], model, meta: dict, calib, out: Path) -
     made: dict[str, tuple] = {}
     try:
         if "onnx" in formats:
-            info(f"ONNX: {out / 'model.onnx'}")
+            info("ONNX: exporting" + (", then int8" if cfg.int8 else "") + " (moved into the output "
+                 "folder once every file fits its budget)")
             export_onnx(model, staging / "model.onnx", meta)
             made["model.onnx"] = ("onnx", "float32")
             if cfg.int8:
@@ -276,7 +277,7 @@ def _write_files(cfg, formats: list[str], model, meta: dict, calib, out: Path) -
                 made["model-int8.onnx"] = ("onnx", "int8")
         if "tflite" in formats:
             from vwwfast.deploy import tflite
-            info(f"TFLite: {out / 'model.tflite'}")
+            info("TFLite: converting" + (", then int8" if cfg.int8 else ""))
             float_bytes = tflite.convert_float(model, meta)
             tflite.write(float_bytes, staging / "model.tflite", meta)
             made["model.tflite"] = ("tflite", "float32")
