@@ -2,6 +2,8 @@ import pytest
 import yaml
 
 from vwwfast import config as C
+from vwwfast.config_compat import sectioned
+from vwwfast.flags import from_args
 from vwwfast.cli import build_parser
 from vwwfast.errors import UserError
 
@@ -12,7 +14,7 @@ def _cfg(cls, argv, tmp_path=None, yaml_text=None, command="distill"):
         p.write_text(yaml_text)
         argv = argv + ["--config", str(p)]
     ns = build_parser().parse_args([command, *argv])
-    return C.from_args(cls, ns)
+    return from_args(cls, ns)
 
 
 def test_precedence_defaults_yaml_flags(tmp_path):
@@ -180,7 +182,7 @@ def test_view_settings_from_flags_and_yaml(tmp_path):
 
 def test_sectioned_round_trips():
     cfg = C.resolve(C.DistillConfig, {"alpha": 0.3, "teacher": "t.pt", "view": {"erase": 0.25}})
-    shaped = C.sectioned(cfg)
+    shaped = sectioned(C.to_dict(cfg))
     assert list(shaped)[:3] == ["kd", "teacher", "views"] and shaped["kd"]["alpha"] == 0.3
     assert C.resolve(C.DistillConfig, shaped) == cfg
 
@@ -235,4 +237,4 @@ def test_width_is_a_sweepable_setting():
     assert [c.width for c in sweep.configs] == [0.35, 0.5, 1.0]
     assert C.short_name("width") == "w"
     cfg = C.resolve(C.DistillConfig, {"teacher": {"checkpt": "t.pt", "width": 0.5}})
-    assert cfg.teacher_width == 0.5 and C.sectioned(cfg)["teacher"]["width"] == 0.5
+    assert cfg.teacher_width == 0.5 and sectioned(C.to_dict(cfg))["teacher"]["width"] == 0.5

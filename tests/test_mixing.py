@@ -2,7 +2,6 @@
 trainer, the teacher cache and the online teacher; soft labels; stores that mix or that
 were made before mixing existed. View-parameter draws: tests/test_views.py."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,14 +14,15 @@ from vwwfast.errors import UserError
 from vwwfast.data.mixing import blend, coverage, mixes, partner_weight, render_mixed, unmixed
 from vwwfast.data.render.reference import ReferenceRenderer
 from vwwfast.data.shards import ShardSet
-from vwwfast.data.views import COL, PARAM_COLUMNS, ViewSpec, view_params, view_spec
+from vwwfast.data.views import COL, PARAM_COLUMNS, view_params
+from vwwfast.viewspec import ViewSpec, view_spec
 
 # mixed and unmixed rows, mixup and cutmix, with erasing: every path of the blend
 SPEC = dict(mixup=0.4, cutmix=1.0, mix_prob=0.75, switch_prob=0.5, erase=0.5)
 
 
 def _how(renderer="decoded", decoded_size=64):
-    return SimpleNamespace(renderer=renderer, decoded_size=decoded_size, decoded_budget_gb=0.0)
+    return C.RenderSettings(renderer=renderer, decoded_size=decoded_size)
 
 
 @pytest.fixture(scope="module")

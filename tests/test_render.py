@@ -10,13 +10,14 @@ from PIL import Image
 from vwwfast.data.render.base import dali_available
 from vwwfast.data.render.prefetch import iterate
 from vwwfast.data.render.factory import make_renderer
-from vwwfast.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vwwfast.constants import IMAGENET_MEAN, IMAGENET_STD
 from vwwfast.data.render.color import color_affine, finish
 from vwwfast.data.render.decoded import DecodedRenderer
 from vwwfast.data.render.reference import ReferenceRenderer, view_pil
 from vwwfast.data.render.resample import resample, weights
 from vwwfast.data.shards import ShardSet, SourceItem, write_shards
-from vwwfast.data.views import COL, ViewSpec, val_params, view_params
+from vwwfast.data.views import COL, val_params, view_params
+from vwwfast.viewspec import ViewSpec
 
 SIZES = [(120, 90), (90, 120), (100, 100), (160, 96)]  # (width, height)
 MARKER = (70, 20, 82, 32)  # x0, y0, x1, y1 of a white square in the 120 x 90 marker images

@@ -6,12 +6,13 @@ from PIL import Image
 from vwwfast import config as C
 from vwwfast.cli import main
 from vwwfast.errors import UserError
-from vwwfast.data.constants import IMAGENET_MEAN
+from vwwfast.constants import IMAGENET_MEAN
 from vwwfast.data.render.color import finish
 from vwwfast.data.render.reference import render_pil
 from vwwfast.records.sheets import pick_samples, sheet_size, tile_origin, to_uint8, views_command
 from vwwfast.data.shards import ShardSet
-from vwwfast.data.views import COL, val_params, view_params, view_spec
+from vwwfast.data.views import COL, val_params, view_params
+from vwwfast.viewspec import view_spec
 
 MEAN_RGB = np.round(np.array(IMAGENET_MEAN) * 255)  # an erased pixel, un-normalised
 

@@ -150,7 +150,7 @@ def _copy(store, tmp_path):
 
 
 def test_store_records_its_teacher_and_spec(small_store, small_teacher):
-    from vwwfast.data.views import ViewSpec
+    from vwwfast.viewspec import ViewSpec
     store = TeacherCache(small_store)
     who = store.teacher
     assert who["checkpoint"] == small_teacher and who["role"] == "teacher"

@@ -124,8 +124,8 @@ def count_steps(monkeypatch) -> list:
 
 
 def test_a_new_loss_term_reaches_every_record(synth_shards, tmp_path, monkeypatch):
-    """Adding a loss term = entries in losses.py (TERMS, WEIGHTS, SETTINGS) and a config.py
-    field; here a toy term registered by the test. The trainer sums, records and prints it;
+    """Adding a loss term = entries in losses.py (TERMS, WEIGHTS, SETTINGS) and a field of
+    config.py's RecipeSettings; here a toy term registered by the test. The trainer sums, records and prints it;
     curves.png draws it and its weight, TensorBoard groups them, the runs table shows its knob."""
     import dataclasses
     import io
@@ -140,9 +140,14 @@ def test_a_new_loss_term_reaches_every_record(synth_shards, tmp_path, monkeypatc
     from vwwfast.train.loop import epoch_line
 
     @dataclasses.dataclass
-    class ToyConfig(C.DistillConfig):
+    class ToyRecipe(C.RecipeSettings):  # as if declared in config.py's RecipeSettings
         toy_weight: float = C.opt(0.0, "weight of the toy term", lo=0, sweep=True, short="toy", kd=True)
-    monkeypatch.setattr(C, "DistillConfig", ToyConfig)  # as if declared in config.py
+
+    @dataclasses.dataclass
+    class ToyConfig(ToyRecipe, C.DistillConfig):
+        pass
+    monkeypatch.setattr(C, "RecipeSettings", ToyRecipe)
+    monkeypatch.setattr(C, "DistillConfig", ToyConfig)
     monkeypatch.setattr(losses, "TERMS", losses.TERMS + (losses.Term(
         "toy", "toy weight $\\times$ toy", lambda z_s, z_t, y, w: z_s.pow(2).mean(),
         lambda w: w["toy_weight"], teacher=False),))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from vwwfast.errors import UserError
-from vwwfast.data.views import COL, FIELDS, PARAM_COLUMNS, ViewSpec, in_layout, sample_keys, spec_conflicts, uniforms, val_params, view_params, view_spec
+from vwwfast.data.views import COL, PARAM_COLUMNS, in_layout, sample_keys, uniforms, val_params, view_params
+from vwwfast.viewspec import FIELDS, ViewSpec, spec_conflicts, view_spec
 
 N = 20000
 H = np.full(N, 224)

@@ -455,7 +455,8 @@ def test_benchmark_without_subset_columns_is_one_line(synth_shards, small_teache
 # Views: the centre crop the labels were made on
 
 def test_center_region_views_stay_in_the_centred_square():
-    from vwwfast.data.views import val_params, view_params, view_spec
+    from vwwfast.data.views import val_params, view_params
+    from vwwfast.viewspec import view_spec
     H = np.array([100, 240, 64, 300, 77])
     W = np.array([300, 100, 64, 301, 200])
     for spec in (view_spec("default", {"region": "center"}),

@@ -32,6 +32,7 @@ from vwwfast import config as C
 from vwwfast import distributed as D
 from vwwfast.data.tv_views import render_view
 from vwwfast.errors import UserError
+from vwwfast.teach.teacher import CachedTeacher
 
 __all__ = ["KDData", "wds_dataset", "render_view"]
 
@@ -45,25 +46,28 @@ class KDData:
     `vwwfast cache-teacher`), or None (no logits; views drawn from view_spec / view / seed).
     Settings a store fixes (view spec and seed) are taken from it; given ones that contradict
     it are refused, with the line `distill` prints (a UserError). The other settings are
-    `distill`'s of the same name (`vwwfast distill --help`). Under torchrun each rank gets
-    its share of every epoch and of val, as in `distill`.
+    `distill`'s of the same name, with its defaults where left None (`vwwfast distill
+    --help`). Under torchrun each rank gets its share of every epoch and of val, as in
+    `distill`.
 
     Holds renderers, files and the logits table: `close()` it, or use it in a `with`.
     """
 
     def __init__(self, shards: PathLike, cache: Optional[PathLike] = None, *,
-                 input_size: int = 96, device: str = "auto", seed: int = 0,
-                 view_spec: Optional[str] = None, view: Optional[dict] = None,
-                 renderer: str = "auto", decoded_size: int = 160, decoded_budget_gb: float = 0.0,
+                 input_size: Optional[int] = None, device: Optional[str] = None,
+                 seed: Optional[int] = None, view_spec: Optional[str] = None,
+                 view: Optional[dict] = None, renderer: Optional[str] = None,
+                 decoded_size: Optional[int] = None, decoded_budget_gb: Optional[float] = None,
                  view_seed: Optional[int] = None, val_center_crop: Optional[bool] = None,
                  train_limit: Optional[int] = None, train_limit_seed: Optional[int] = None):
         from vwwfast.train.inputs import Inputs, resolve_configs
         given = dict(shards=str(shards), cache=None if cache is None else str(cache),
                      input_size=input_size, device=device, seed=seed, view_spec=view_spec,
-                     view=view or {}, renderer=renderer, decoded_size=decoded_size,
+                     view=view, renderer=renderer, decoded_size=decoded_size,
                      decoded_budget_gb=decoded_budget_gb, view_seed=view_seed,
                      val_center_crop=val_center_crop, train_limit=train_limit,
                      train_limit_seed=train_limit_seed)
+        # what is left None takes distill's default (config.DistillConfig), declared there only
         cfg = C.resolve(C.DistillConfig, {k: v for k, v in given.items() if v is not None}, where="KDData")
         C.require(cfg, "shards")
         D.init()  # under torchrun: join the process group, as the CLI does (no-op otherwise)
@@ -94,13 +98,13 @@ class KDData:
     @property
     def num_views(self) -> Optional[int]:
         """E, the store's views; None without a cache."""
-        store = getattr(self._inputs.source, "store", None)
-        return None if store is None else store.num_views
+        source = self._inputs.source
+        return source.store.num_views if isinstance(source, CachedTeacher) else None
 
     def view_of(self, epoch: int) -> Optional[int]:
         """The store's view epoch `epoch` reads logits of; None without a cache."""
         source = self._inputs.source
-        return source.view_of(_epoch(epoch)) if hasattr(source, "view_of") else None
+        return source.view_of(_epoch(epoch)) if isinstance(source, CachedTeacher) else None
 
     def steps(self, batch_size: int) -> int:
         """Full batches `train_batches(epoch, batch_size)` yields on this rank (each epoch)."""
@@ -177,8 +181,10 @@ def wds_dataset(shards: Union[PathLike, Sequence[str]], split: str = "train",
     from webdataset.shardlists import expand_urls
     epoch = _epoch(epoch)
     local = isinstance(shards, Path) or (isinstance(shards, str) and not _is_url(shards))
-    urls = (_tar_urls(Path(shards), split) if local else
-            expand_urls(shards) if isinstance(shards, str) else [str(u) for u in shards])
+    if isinstance(shards, Path) or (isinstance(shards, str) and local):
+        urls = _tar_urls(Path(shards), split)
+    else:
+        urls = expand_urls(shards) if isinstance(shards, str) else [str(u) for u in shards]
     if not urls:
         raise UserError("wds_dataset: no shards given")
     params = logits = None
@@ -210,6 +216,7 @@ def _views_and_logits(root, urls: list[str], cache, epoch: int) -> tuple[np.ndar
         cfg = C.resolve(C.DistillConfig, {"shards": str(root), "cache": str(cache)}, where="wds_dataset")
         (cfg,) = resolve_configs([cfg], needs_teacher=True)
         source = make_source(cfg, ShardSet.open(root), "cpu", needs_teacher=False)
+        assert isinstance(source, CachedTeacher)  # a config with a cache makes one
         return source.views(epoch), source.view_logits(epoch)
     # tar URLs: the store is checked against the manifest beside them, and its own views used
     store = open_store(cache)
@@ -253,5 +260,6 @@ class _WithView:
             if i >= len(self.params):
                 raise UserError(f"sample {sample['__key__']} of {sample.get('__url__')} is not in the "
                                 f"teacher cache ({len(self.params)} samples): other shards")
+            assert self.logits is not None  # given with the params
             out["params"], out["logits"] = self.params[i], self.logits[i]
         return out

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 
 from vwwfast import config as C
+from vwwfast import flags
+from vwwfast.checks import did_you_mean
 from vwwfast.errors import UserError
 from vwwfast.provenance import __version__
 
@@ -91,6 +92,7 @@ BENCH = {
 
 class _Parser(argparse.ArgumentParser):
     """Errors in one line (what is wrong, where to look), not the whole usage text."""
+    commands: dict[str, argparse.ArgumentParser]  # the top parser's: name -> its parser
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -99,16 +101,12 @@ class _Parser(argparse.ArgumentParser):
 def _unknown_flags(parser: argparse.ArgumentParser, extras: list[str]) -> None:
     """argparse's error for unknown arguments, with a "did you mean" for a mistyped flag."""
     message = "unrecognized arguments: " + " ".join(extras)
-    flags = [o for a in parser._actions for o in a.option_strings]
-    for word in extras:
-        close = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
-        if word.startswith("--") and close:
-            message += f" (did you mean {close[0]}?)"
-            break
-    parser.error(message)
+    names = [o for a in parser._actions for o in a.option_strings]
+    hints = [did_you_mean(w.split("=")[0], names) for w in extras if w.startswith("--")]
+    parser.error(message + next((h for h in hints if h), ""))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(prog="vwwfast", description=(
         "Fast knowledge distillation for Visual Wake Words: "
         "synth -> shard -> train-teacher -> cache-teacher -> distill -> runs"))
@@ -118,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
     for name, (cls, _, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        C.add_flags(p, cls)
+        flags.add_flags(p, cls)
         parser.commands[name] = p
     bench = sub.add_parser("bench", help="measure speed (loader, kd)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True,
                                      parser_class=_Parser)
     for name, (cls, _, help_) in BENCH.items():
         p = bench_sub.add_parser(name, help=help_, description=help_)
-        C.add_flags(p, cls)
+        flags.add_flags(p, cls)
         parser.commands[f"bench {name}"] = p
     return parser
 
@@ -139,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     table = BENCH if ns.command == "bench" else COMMANDS
     cls, handler, _ = table[ns.bench_command if ns.command == "bench" else ns.command]
     try:
-        cfg = C.from_args(cls, ns)
+        cfg = flags.from_args(cls, ns)
         if ns._print_config:
             print(C.dump_yaml(cfg), end="")
             return 0

@@ -8,20 +8,21 @@ type and values out of range are refused with one clear line, before any work st
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
 import itertools
-import math
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar, cast
 
 import yaml
 
+from vwwfast.checks import bounds_of, check_choice, check_range, did_you_mean, parse_scalar_text
+from vwwfast.config_compat import WHERE, flatten_sections, sectioned, sectioned_sweep
 from vwwfast.errors import UserError
+from vwwfast.viewspec import view_settings, view_spec
 
 
 def opt(default, help: str, **extra):
@@ -33,7 +34,7 @@ def opt(default, help: str, **extra):
     setting of the KD recipe, train/losses.py: the runs table shows these first),
     positional=True, nargs / metavar / action for the flag."""
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **extra})
+        return field(default_factory=partial(type(default), default), metadata={"help": help, **extra})
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -54,8 +55,6 @@ class RenderSettings:
 
 
 RENDER_FIELDS = tuple(f.name for f in dataclasses.fields(RenderSettings))
-
-BUDGET_FIELDS = ("max_flash", "max_ram")
 SIZE_HELP = "KB = 1000 bytes, KiB = 1024, MB = 10^6, a plain number = bytes"
 
 
@@ -69,6 +68,98 @@ class BudgetSettings:
     max_ram: Optional[str] = opt(None, "RAM the int8 activations may take (the estimated peak of "
                                        "live tensors, the arena TFLite Micro needs besides the "
                                        f"weights), e.g. 256KiB; {SIZE_HELP}", size=True)
+
+
+@dataclass
+class OptimSettings:
+    """How a model's weights are optimised (train/student.py): optimizer and OneCycle."""
+    optimizer: str = opt("adamw", "'adamw' or 'sgd'", choices=("adamw", "sgd"),
+                         sweep=True, short="opt")
+    lr: float = opt(2e-3, "OneCycle peak learning rate (max_lr) at --lr-base-batch",
+                    gt=0, sweep=True, short="lr")
+    lr_scaling: str = opt("off", "scale --lr with the batch size: 'off', 'linear' or 'sqrt' "
+                                 "(lr x (batch / lr-base-batch) or its square root)",
+                          choices=("off", "linear", "sqrt"), sweep=True, short="lr_sc")
+    lr_base_batch: int = opt(128, "the batch size --lr is given for, with --lr-scaling",
+                             lo=1, short="lr_bb")
+    weight_decay: float = opt(0.01, "weight decay", lo=0, sweep=True, short="wd")
+    momentum: float = opt(0.9, "SGD momentum (only with --optimizer sgd)",
+                          lo=0, lt=1, sweep=True, short="mom")
+    pct_start: float = opt(0.25, "OneCycle: share of steps spent warming up to the peak",
+                           gt=0, lt=1, sweep=True, short="pct")
+    div_factor: float = opt(25.0, "OneCycle: initial lr = lr / div_factor",
+                            gt=0, sweep=True, short="div")
+    final_div_factor: float = opt(1e4, "OneCycle: final lr = initial lr / final_div_factor",
+                                  gt=0, sweep=True, short="fdiv")
+
+
+@dataclass
+class RecipeSettings:
+    """The KD loss of a distill run (train/losses.py KDRecipe); every field is a KD knob
+    (metadata kd=True). A teacher run has none: its loss is the cross-entropy alone."""
+    alpha: float = opt(0.55, "weight of the teacher term (at the first epoch with --alpha-end); "
+                             "0 = supervised (no teacher logits)", lo=0, hi=1, sweep=True, short="a",
+                       kd=True)
+    alpha_end: Optional[float] = opt(None, "alpha at the last epoch (linear schedule); unset = constant",
+                                     lo=0, hi=1, sweep=True, short="a_end", kd=True)
+    temperature: float = opt(2.0, "KD temperature T", gt=0, sweep=True, short="T", kd=True)
+    confidence_gamma: float = opt(2.0, "weight samples by teacher confidence ** gamma; 0 = off",
+                                  lo=0, sweep=True, short="gamma", kd=True)
+    margin_weight: float = opt(0.03, "weight of the centred-logit margin term (at the first epoch with "
+                                     "a schedule); 0 = off", lo=0, sweep=True, short="m", kd=True)
+    margin_weight_end: Optional[float] = opt(None, "margin weight reached at --margin-decay-end-epoch; "
+                                                   "unset = constant", lo=0, sweep=True, short="m_end",
+                                             kd=True)
+    margin_decay_end_epoch: Optional[int] = opt(None, "epoch (from 1) at which the margin weight reaches "
+                                                      "its end value", lo=0, sweep=True, short="m_ep",
+                                                  kd=True)
+    label_smoothing: float = opt(0.01, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True,
+                                 kd=True)
+
+
+@dataclass
+class TeacherSettings:
+    """Where a distill run's teacher logits come from (teach/sources.py) and what the
+    teacher must be (checked against its checkpoint or store)."""
+    teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)",
+                            choices=("cached", "online"), short="mode")
+    cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`", path=True)
+    teacher: Optional[list] = opt(None, "teacher checkpoint: for --teacher-mode online (one); with --cache "
+                                        "the store's teacher, or every member of its ensemble "
+                                        "(repeatable)", path=True, action="append", metavar="CKPT")
+    teacher_arch: Optional[str] = opt(None, "the teacher's arch, checked against its checkpoint",
+                                      short="t_arch")
+    teacher_width: Optional[float] = opt(None, "the teacher's width multiplier, checked against its "
+                                               "checkpoint or store", gt=0, hi=2, short="t_w")
+    teacher_input_size: Optional[int] = opt(None, "the teacher's input size, checked against the "
+                                                  "checkpoint or store", lo=8, short="t_size")
+    teacher_pretrained: Optional[bool] = opt(None, "whether the teacher started from ImageNet weights, "
+                                                   "checked against its checkpoint", short="t_pre")
+    self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher",
+                             short="self")
+
+
+# The groups in the order a command shows them, after its own settings.
+GROUPS: tuple[type, ...] = (OptimSettings, RecipeSettings, TeacherSettings, BudgetSettings,
+                            RenderSettings)
+G = TypeVar("G")
+T = TypeVar("T", bound="TrainConfig")  # a training command's config, teacher's or student's
+
+
+def pick(group: type[G], cfg: Any) -> G:
+    """The settings of `group` taken from a command's config, each by its name: a field the
+    config lacks is an AttributeError, never a default."""
+    names = [f.name for f in dataclasses.fields(cast(Any, group))]
+    return group(**{name: getattr(cfg, name) for name in names})
+
+
+def group_of(cls: type, name: str) -> Optional[type]:
+    """The group (GROUPS) of command `cls` that declares setting `name`, None for the
+    command's own setting (a command may redeclare a group's setting with its own default)."""
+    for klass in cls.__mro__:
+        if klass in GROUPS and name in vars(klass).get("__annotations__", {}):
+            return klass
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -114,7 +205,8 @@ class ShardConfig:
 
 
 @dataclass
-class TrainConfig(RenderSettings):
+class TrainConfig(OptimSettings, RenderSettings):
+    """`vwwfast train-teacher`, and the settings every training run has."""
     shards: str = opt("", "shard folder written by `vwwfast shard` (required)", path=True)
     arch: str = opt("mobilenet_v3_large", "torchvision classifier name")
     width: float = opt(1.0, "width multiplier of a MobileNet arch (mobilenet_v2, mobilenet_v3_small, "
@@ -124,24 +216,6 @@ class TrainConfig(RenderSettings):
     epochs: int = opt(30, "training epochs", lo=1)
     batch_size: int = opt(128, "training batch size (images per step); every step sees a full batch",
                           lo=1, short="batch")
-    optimizer: str = opt("adamw", "'adamw' or 'sgd'", choices=("adamw", "sgd"),
-                         sweep=True, short="opt")
-    lr: float = opt(2e-3, "OneCycle peak learning rate (max_lr) at --lr-base-batch",
-                    gt=0, sweep=True, short="lr")
-    lr_scaling: str = opt("off", "scale --lr with the batch size: 'off', 'linear' or 'sqrt' "
-                                 "(lr x (batch / lr-base-batch) or its square root)",
-                          choices=("off", "linear", "sqrt"), sweep=True, short="lr_sc")
-    lr_base_batch: int = opt(128, "the batch size --lr is given for, with --lr-scaling",
-                             lo=1, short="lr_bb")
-    weight_decay: float = opt(0.01, "weight decay", lo=0, sweep=True, short="wd")
-    momentum: float = opt(0.9, "SGD momentum (only with --optimizer sgd)",
-                          lo=0, lt=1, sweep=True, short="mom")
-    pct_start: float = opt(0.25, "OneCycle: share of steps spent warming up to the peak",
-                           gt=0, lt=1, sweep=True, short="pct")
-    div_factor: float = opt(25.0, "OneCycle: initial lr = lr / div_factor",
-                            gt=0, sweep=True, short="div")
-    final_div_factor: float = opt(1e4, "OneCycle: final lr = initial lr / final_div_factor",
-                                  gt=0, sweep=True, short="fdiv")
     patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = never",
                         lo=0, sweep=True, short="pat")
     bn_momentum: float = opt(0.1, "BatchNorm momentum (torchvision's MobileNetV3 uses 0.01, too slow "
@@ -183,50 +257,45 @@ class TrainConfig(RenderSettings):
     note: str = opt("", "the goal of this run, written to its card")
     resume: Optional[str] = opt(None, "run folder or short id to continue from its last checkpoint", path=True)
 
+    # Each stage takes its own group of settings (typed), never the whole config by name.
+    def recipe_settings(self) -> Optional[RecipeSettings]:
+        """The KD recipe; None for a teacher run (the cross-entropy with --label-smoothing)."""
+        return None
+
+    def teacher_settings(self) -> Optional[TeacherSettings]:
+        """Where teacher logits come from; None for a teacher run."""
+        return None
+
+    def budget_settings(self) -> Optional[BudgetSettings]:
+        return None
+
+    def stacks_students(self) -> bool:
+        """A sweep's students in one batched step (distill --stack-students on)."""
+        return False
+
 
 @dataclass
-class DistillConfig(TrainConfig, BudgetSettings):
+class DistillConfig(RecipeSettings, TeacherSettings, TrainConfig, BudgetSettings):
+    """`vwwfast distill`: a student, from a teacher's logits unless alpha is 0."""
     arch: str = opt("mobilenet_v3_small", "torchvision classifier name")
     input_size: int = opt(96, "model input size in pixels (square)", lo=8)
-    alpha: float = opt(0.55, "weight of the teacher term (at the first epoch with --alpha-end); "
-                             "0 = supervised (no teacher logits)", lo=0, hi=1, sweep=True, short="a",
-                       kd=True)
-    alpha_end: Optional[float] = opt(None, "alpha at the last epoch (linear schedule); unset = constant",
-                                     lo=0, hi=1, sweep=True, short="a_end", kd=True)
-    temperature: float = opt(2.0, "KD temperature T", gt=0, sweep=True, short="T", kd=True)
-    confidence_gamma: float = opt(2.0, "weight samples by teacher confidence ** gamma; 0 = off",
-                                  lo=0, sweep=True, short="gamma", kd=True)
-    margin_weight: float = opt(0.03, "weight of the centred-logit margin term (at the first epoch with "
-                                     "a schedule); 0 = off", lo=0, sweep=True, short="m", kd=True)
-    margin_weight_end: Optional[float] = opt(None, "margin weight reached at --margin-decay-end-epoch; "
-                                                   "unset = constant", lo=0, sweep=True, short="m_end",
-                                             kd=True)
-    margin_decay_end_epoch: Optional[int] = opt(None, "epoch (from 1) at which the margin weight reaches "
-                                                      "its end value", lo=0, sweep=True, short="m_ep",
-                                                  kd=True)
-    label_smoothing: float = opt(0.01, "label smoothing of the cross-entropy term", lo=0, lt=1, sweep=True,
-                                 kd=True)
-    teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)",
-                            choices=("cached", "online"), short="mode")
-    cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`", path=True)
-    teacher: Optional[list] = opt(None, "teacher checkpoint: for --teacher-mode online (one); with --cache "
-                                        "the store's teacher, or every member of its ensemble "
-                                        "(repeatable)", path=True, action="append", metavar="CKPT")
-    teacher_arch: Optional[str] = opt(None, "the teacher's arch, checked against its checkpoint",
-                                      short="t_arch")
-    teacher_width: Optional[float] = opt(None, "the teacher's width multiplier, checked against its "
-                                               "checkpoint or store", gt=0, hi=2, short="t_w")
-    teacher_input_size: Optional[int] = opt(None, "the teacher's input size, checked against the "
-                                                  "checkpoint or store", lo=8, short="t_size")
-    teacher_pretrained: Optional[bool] = opt(None, "whether the teacher started from ImageNet weights, "
-                                                   "checked against its checkpoint", short="t_pre")
-    self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher",
-                             short="self")
     sweep_mode: str = opt("grid", "settings given as lists: 'grid' (every combination) or 'zip' "
                                   "(element by element)", choices=("grid", "zip"))
     stack_students: str = opt("off", "a sweep's students of one architecture in one batched step "
                                      "(torch.func: stacked weights, vmap): 'off' or 'on'",
                               choices=("off", "on"), short="stack")
+
+    def recipe_settings(self) -> RecipeSettings:
+        return pick(RecipeSettings, self)
+
+    def teacher_settings(self) -> TeacherSettings:
+        return pick(TeacherSettings, self)
+
+    def budget_settings(self) -> BudgetSettings:
+        return pick(BudgetSettings, self)
+
+    def stacks_students(self) -> bool:
+        return self.stack_students == "on"
 
 
 @dataclass
@@ -374,26 +443,9 @@ def short_name(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# The `kd:` / `teacher:` / `views:` sections that people already write
+# Reading values
 
-KD_SECTION = {
-    "alpha": "alpha", "alpha_start": "alpha", "alpha_end": "alpha_end",
-    "confidence_gamma": "confidence_gamma", "label_smoothing": "label_smoothing",
-    "margin_weight": "margin_weight", "margin_weight_start": "margin_weight",
-    "margin_weight_end": "margin_weight_end",
-    "margin_weight_decay_end_epoch": "margin_decay_end_epoch",
-}
-TEACHER_SECTION = {
-    "checkpt": "teacher", "checkpoint": "teacher", "arch": "teacher_arch", "width": "teacher_width",
-    "teacher_input_size": "teacher_input_size", "input_size": "teacher_input_size",
-    "pretrained": "teacher_pretrained", "temperature": "temperature",
-}
-# Fields of a section, or the word that maps onto one, given where they do not belong.
-_WHERE = {**{k: "kd" for k in KD_SECTION}, "alpha_constant": "kd", "temperature": "teacher",
-          "checkpt": "teacher", "teacher_input_size": "teacher"}
-
-
-def _field_types(cls) -> dict[str, Any]:
+def field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -402,7 +454,7 @@ def _fields(cls) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def _base_type(tp):
+def base_type(tp):
     """int for Optional[int], etc."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -414,59 +466,18 @@ def _optional(tp) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType)
 
 
-def _did_you_mean(key: str, names) -> str:
-    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _parse_scalar_text(text: str):
-    """A value typed as text (a flag, a KEY=VALUE): a number (1e-3 too), else YAML's reading
-    of it (true, null, a word)."""
-    for number in (int, float):
-        try:
-            return number(text)
-        except ValueError:
-            pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def _view_settings(value, where: str) -> dict:
-    """`views:` mapping or ['erase=0.25', 'scale=0.08,1.0'] -> {field: value}."""
-    if isinstance(value, dict):
-        return dict(value)
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, (list, tuple)):
-        out = {}
-        for item in value:
-            if isinstance(item, dict):
-                out.update(item)
-                continue
-            key, sep, text = str(item).partition("=")
-            if not sep or not key.strip():
-                raise UserError(f"{where}: --view takes KEY=VALUE (e.g. erase=0.25), got '{item}'")
-            parts = [_parse_scalar_text(t) for t in text.split(",")] if "," in text else \
-                _parse_scalar_text(text)
-            out[key.strip()] = parts
-        return out
-    raise UserError(f"{where}: 'views' should be a mapping of view settings, got {value!r}")
-
-
 def _coerce(name: str, value, tp, where: str):
     if value is None:
         if _optional(tp):
             return None
         raise UserError(f"{where}: '{name}' may not be empty")
-    base = _base_type(tp)
+    base = base_type(tp)
     if base is bool:
         if isinstance(value, bool):
             return value
     elif base is float:
         if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as text
-            value = _parse_scalar_text(value)
+            value = parse_scalar_text(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     elif base is int:
@@ -485,7 +496,7 @@ def _coerce(name: str, value, tp, where: str):
         if isinstance(value, str):  # one item of a repeatable setting (`teacher: a.pt`)
             return [value]
     elif base is dict:
-        return _view_settings(value, where)
+        return view_settings(value, where)
     raise UserError(f"{where}: '{name}' should be {getattr(base, '__name__', base)}, got {value!r}")
 
 
@@ -503,17 +514,10 @@ def _check_value(name: str, value, f: dataclasses.Field, where: str) -> None:
             raise UserError(f"{where}: {flag} {value!r} is not a size: write e.g. 256KB (1000 bytes "
                             f"each), 256KiB (1024), 0.25MB or 262144 (bytes)") from None
         return
-    if "choices" in meta and value not in meta["choices"]:
-        raise UserError(f"{where}: {flag} must be one of {', '.join(map(repr, meta['choices']))}, "
-                        f"got {value!r}{_did_you_mean(str(value), meta['choices'])}")
+    if "choices" in meta:
+        check_choice(flag, value, meta["choices"], where)
     if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{where}: {flag} must be a finite number, got {value}")
-        bounds = [("lo", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),
-                  ("hi", "<=", lambda v, b: v <= b), ("lt", "<", lambda v, b: v < b)]
-        for key, sign, ok in bounds:
-            if key in meta and not ok(value, meta[key]):
-                raise UserError(f"{where}: {flag} must be {sign} {meta[key]}, got {value}")
+        check_range(flag, value, where, bounds_of(meta))
 
 
 def normalize_path(value: str) -> str:
@@ -521,64 +525,6 @@ def normalize_path(value: str) -> str:
     if isinstance(value, list):
         return [normalize_path(v) for v in value]
     return value.replace("\\", "/") if isinstance(value, str) else value
-
-
-def _flatten_sections(cls, data: dict, where: str) -> dict:
-    """Map the `kd:` / `teacher:` / `views:` sections onto fields, with one meaning for
-    each key (see the README's config section)."""
-    names = _field_types(cls)
-    flat = {}
-    kd, teacher = data.get("kd"), data.get("teacher")
-    for key, value in data.items():
-        if key == "kd" and isinstance(value, dict) and "alpha" in names:
-            continue
-        if key == "teacher" and isinstance(value, dict) and "teacher_arch" in names:
-            continue
-        if key == "views" and (isinstance(value, dict) or "views" not in names) and "view" in names:
-            flat["view"] = _view_settings(value, f"{where}: views")
-            continue
-        flat[key] = value
-    if isinstance(kd, dict) and "alpha" in names:
-        flat.update(_kd_section(kd, where))
-    if isinstance(teacher, dict) and "teacher_arch" in names:
-        for key, value in teacher.items():
-            if key not in TEACHER_SECTION:
-                hint = (f" ('{key}' belongs in the kd: section)" if _WHERE.get(key) == "kd"
-                        else _did_you_mean(key, TEACHER_SECTION))
-                raise UserError(f"{where}: unknown key 'teacher.{key}'{hint}")
-            flat[TEACHER_SECTION[key]] = value
-    return flat
-
-
-def _kd_section(kd: dict, where: str) -> dict:
-    out: dict = {}
-    for key, value in kd.items():
-        if key == "alpha_constant":
-            continue
-        if key not in KD_SECTION:
-            hint = (f" ('{key}' belongs in the teacher: section)" if _WHERE.get(key) == "teacher"
-                    else _did_you_mean(key, list(KD_SECTION) + ["alpha_constant"]))
-            raise UserError(f"{where}: unknown key 'kd.{key}'{hint}")
-    for a, b, name in (("alpha", "alpha_start", "alpha"),
-                       ("margin_weight", "margin_weight_start", "margin weight")):
-        if a in kd and b in kd and kd[a] != kd[b]:
-            raise UserError(f"{where}: kd.{a} ({kd[a]}) and kd.{b} ({kd[b]}) both set the starting "
-                            f"{name}; keep one ({b} with a schedule)")
-    for key, value in kd.items():
-        if key in KD_SECTION:
-            out[KD_SECTION[key]] = value
-    if "confidence_gamma" in kd and kd["confidence_gamma"] is None:
-        out["confidence_gamma"] = 0.0  # the seed writes null for "off"
-    constant = kd.get("alpha_constant")
-    if constant is not None and not isinstance(constant, bool):
-        raise UserError(f"{where}: kd.alpha_constant should be true or false, got {constant!r}")
-    if constant is False and kd.get("alpha_end") is None:
-        raise UserError(f"{where}: kd.alpha_constant: false needs kd.alpha_end (alpha at the last "
-                        f"epoch), e.g. alpha_end: 0.0; or write alpha_constant: true")
-    if constant is True and kd.get("alpha_end") is not None:
-        raise UserError(f"{where}: kd.alpha_constant: true contradicts kd.alpha_end "
-                        f"({kd['alpha_end']}); drop one of them")
-    return out
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -596,23 +542,23 @@ def load_yaml(path: str | Path) -> dict:
 
 def _raw_values(cls, yaml_data: dict | None, flags: dict | None, where: str) -> dict:
     """Field name -> value (YAML, then flags over it), names checked; not yet coerced."""
-    types_ = _field_types(cls)
+    types_ = field_types(cls)
     values: dict[str, Any] = {}
     for source, label in ((yaml_data or {}, where), (flags or {}, "command line")):
         if source is yaml_data:
-            source = _flatten_sections(cls, source, label)
+            source = flatten_sections(types_, source, label)
         for key, value in source.items():
             name = key.replace("-", "_")
             if name not in types_:
-                hint = (f" (it belongs in the {_WHERE[name]}: section)" if name in _WHERE and
-                        label != "command line" else _did_you_mean(name, types_))
+                hint = (f" (it belongs in the {WHERE[name]}: section)" if name in WHERE and
+                        label != "command line" else did_you_mean(name, types_))
                 raise UserError(f"{label}: unknown setting '{key}' for this command{hint}")
             values[name] = value
     return values
 
 
 def _finish(cls, values: dict, where: str):
-    types_, fields_ = _field_types(cls), _fields(cls)
+    types_, fields_ = field_types(cls), _fields(cls)
     out = {}
     for name, value in values.items():
         value = _coerce(name, value, types_[name], where)
@@ -623,9 +569,7 @@ def _finish(cls, values: dict, where: str):
         _check_value(name, value, fields_[name], where)
         out[name] = value
     if "view" in fields_ and "view_spec" in fields_:
-        # view settings are checked with the rest, before any work (and by --print-config);
-        # numpy comes with views.py: imported here, not at `--help`'s start-up
-        from vwwfast.data.views import view_spec
+        # view settings are checked with the rest, before any work (and by --print-config)
         try:
             view_spec(out.get("view_spec") or "default", out.get("view") or {})
         except UserError as e:
@@ -660,7 +604,7 @@ def _as_list(value):
     if isinstance(value, (list, tuple)):
         return list(value)
     if isinstance(value, str) and "," in value:
-        return [_parse_scalar_text(v.strip()) for v in value.split(",")]
+        return [parse_scalar_text(v.strip()) for v in value.split(",")]
     return None
 
 
@@ -672,7 +616,7 @@ def resolve_sweep(cls, yaml_data: dict | None = None, flags: dict | None = None,
     fields_ = _fields(cls)
     lists = {}
     for name, value in values.items():
-        base = _base_type(_field_types(cls)[name])
+        base = base_type(field_types(cls)[name])
         if fields_[name].metadata.get("action") == "append" or base in (list, dict):
             continue
         if base is str and not fields_[name].metadata.get("sweep") and isinstance(value, str):
@@ -687,8 +631,8 @@ def resolve_sweep(cls, yaml_data: dict | None = None, flags: dict | None = None,
             raise UserError(f"{where}: '{name}' is an empty list")
         lists[name] = items
     for name, value in values.items():  # flags arrive as text here
-        if isinstance(value, str) and _base_type(_field_types(cls)[name]) in (int, float):
-            values[name] = _parse_scalar_text(value)
+        if isinstance(value, str) and base_type(field_types(cls)[name]) in (int, float):
+            values[name] = parse_scalar_text(value)
     if not lists:
         return _finish(cls, values, where)
     mode = _coerce("sweep_mode", values.get("sweep_mode", "grid"), str, where)
@@ -712,10 +656,10 @@ def resolve_sweep(cls, yaml_data: dict | None = None, flags: dict | None = None,
 # Saving and showing
 
 def fields_in_order(cls) -> list[dataclasses.Field]:
-    """A command's own settings first, then the budgets, then the render settings every
-    renderer shares."""
-    return sorted(dataclasses.fields(cls), key=lambda f: 2 if f.name in RENDER_FIELDS else
-                  1 if f.name in BUDGET_FIELDS else 0)
+    """A command's own settings first, then its groups in GROUPS' order (optimisation, the
+    KD recipe, the teacher, budgets, and last the render settings every renderer shares)."""
+    rank: dict[Optional[type], int] = {None: 0, **{g: k + 1 for k, g in enumerate(GROUPS)}}
+    return sorted(dataclasses.fields(cls), key=lambda f: rank[group_of(cls, f.name)])
 
 
 def to_dict(cfg) -> dict:
@@ -723,130 +667,17 @@ def to_dict(cfg) -> dict:
     return {f.name: data[f.name] for f in fields_in_order(type(cfg))}
 
 
-def sectioned(cfg_or_dict) -> dict:
-    """The config in the shape people write it: `kd:` and `teacher:` blocks (distill), a
-    `views:` block when a view setting is given, then the rest. `resolve` reads it back."""
-    data = dict(cfg_or_dict) if isinstance(cfg_or_dict, dict) else to_dict(cfg_or_dict)
-    out: dict = {}
-    if "alpha" in data:
-        kd = {"alpha": data.pop("alpha"), "alpha_end": data.pop("alpha_end", None),
-              "confidence_gamma": data.pop("confidence_gamma", None),
-              "label_smoothing": data.pop("label_smoothing", None),
-              "margin_weight": data.pop("margin_weight", None),
-              "margin_weight_end": data.pop("margin_weight_end", None),
-              "margin_weight_decay_end_epoch": data.pop("margin_decay_end_epoch", None)}
-        checkpt = data.pop("teacher", None)
-        if isinstance(checkpt, list) and len(checkpt) == 1:
-            checkpt = checkpt[0]  # one teacher: written as people write it
-        teacher = {"checkpt": checkpt, "arch": data.pop("teacher_arch", None),
-                   "width": data.pop("teacher_width", None),
-                   "teacher_input_size": data.pop("teacher_input_size", None),
-                   "pretrained": data.pop("teacher_pretrained", None),
-                   "temperature": data.pop("temperature", None)}
-        out["kd"] = kd
-        out["teacher"] = teacher
-    view = data.pop("view", None)
-    if view:
-        out["views"] = dict(view)
-    out.update(data)
-    return out
-
-
 def dump_yaml(cfg_or_sweep) -> str:
-    """What `--print-config` prints: YAML that `--config` accepts."""
+    """What `--print-config` prints: YAML that `--config` accepts, in the written shape."""
     if isinstance(cfg_or_sweep, Sweep):
-        data = sectioned(cfg_or_sweep.configs[0])
-        for name, items in cfg_or_sweep.swept.items():
-            for section in ("kd", "teacher"):
-                block = data.get(section, {})
-                for key, target in (KD_SECTION if section == "kd" else TEACHER_SECTION).items():
-                    if target == name and key in block:
-                        block[key] = items
-            if name in data:
-                data[name] = items
-        data["sweep_mode"] = cfg_or_sweep.mode
-        return yaml.safe_dump(data, sort_keys=False)
-    return yaml.safe_dump(sectioned(cfg_or_sweep), sort_keys=False)
+        data = sectioned_sweep(to_dict(cfg_or_sweep.configs[0]), cfg_or_sweep.swept, cfg_or_sweep.mode)
+    else:
+        data = sectioned(to_dict(cfg_or_sweep))
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 # ---------------------------------------------------------------------------------------
-# Flags
-
-class _Once(argparse.Action):
-    """A flag that takes one value: given twice, it is refused (argparse would keep the last
-    one silently). Repeatable settings (--teacher, --view) append instead."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        _refuse_twice(self, namespace, values)
-        setattr(namespace, self.dest, values)
-
-
-class _OnceBool(argparse.BooleanOptionalAction):
-    def __call__(self, parser, namespace, values, option_string=None):
-        if hasattr(namespace, self.dest):
-            raise argparse.ArgumentError(self, "given twice: give one of " + " / ".join(self.option_strings))
-        super().__call__(parser, namespace, values, option_string)
-
-
-def _refuse_twice(action, namespace, value) -> None:
-    if hasattr(namespace, action.dest):  # every default is SUPPRESS: present = given before
-        raise argparse.ArgumentError(action, f"given twice ({getattr(namespace, action.dest)}, then "
-                                             f"{value}); it takes one value: give it once")
-
-
-def add_flags(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per field; every default is SUPPRESS so only what the user typed overrides.
-    A flag given twice is refused, except the repeatable ones (action append)."""
-    types_ = _field_types(cls)
-    defaults = cls()
-    sweeps = cls is DistillConfig
-    for f in fields_in_order(cls):
-        meta = f.metadata
-        base = _base_type(types_[f.name])
-        default = getattr(defaults, f.name)
-        help_ = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
-        if default not in (None, "", False) and base not in (list, dict):
-            help_ += f" (default {default})"
-        if sweeps and meta.get("sweep") and base is not bool:
-            help_ += "; a comma-separated list makes a sweep"
-        if meta.get("positional"):
-            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if base is bool:
-            parser.add_argument(flag, action=_OnceBool, default=argparse.SUPPRESS, help=help_)
-        elif meta.get("action") == "append":
-            parser.add_argument(flag, action="append", metavar=meta.get("metavar"),
-                                default=argparse.SUPPRESS, help=help_)
-        elif base is list:
-            parser.add_argument(flag, nargs=meta.get("nargs", "+"), metavar=meta.get("metavar"),
-                                action=_Once, default=argparse.SUPPRESS, help=help_)
-        else:
-            typ = str if sweeps else base  # resolve_sweep reads lists ("0.5,0.55") and numbers
-            parser.add_argument(flag, type=typ, action=_Once, default=argparse.SUPPRESS, help=help_,
-                                metavar=f.name.upper())
-    parser.add_argument("--config", dest="_config", default=None, metavar="FILE.yaml",
-                        help="YAML file of settings; flags given here win")
-    parser.add_argument("--print-config", dest="_print_config", action="store_true",
-                        help="print the resolved settings as YAML (what --config accepts) and exit")
-
-
-def from_args(cls, ns: argparse.Namespace):
-    flags = {k: v for k, v in vars(ns).items() if not k.startswith("_") and k != "command"
-             and k != "bench_command"}
-    yaml_data = load_yaml(ns._config) if getattr(ns, "_config", None) else None
-    where = str(getattr(ns, "_config", None) or "config")
-    if flags.get("resume"):  # a resumed run keeps the settings it started with
-        given = [f"--{k.replace('_', '-')}" for k in flags if k not in ("resume", "runs_dir")]
-        if yaml_data:
-            given.append("--config")
-        if given:
-            raise UserError(f"--resume continues a run with the settings it started with; drop "
-                            f"{', '.join(given)} (a new run with other settings can start from "
-                            f"its weights with --init RUN/last.pt)")
-    if cls is DistillConfig:
-        return resolve_sweep(cls, yaml_data, flags, where=where)
-    return resolve(cls, yaml_data, flags, where=where)
+# Asking about a config
 
 
 def is_given(cfg, name: str) -> bool:

@@ -1,7 +1,7 @@
 """torchrun support in one place. With one process every function here is a no-op.
 
 `torchrun` sets RANK / WORLD_SIZE / LOCAL_RANK; we then join the process group (NCCL on
-GPU, gloo on CPU). Each rank takes a disjoint part of every epoch (epochs.rank_slice) and
+GPU, gloo on CPU). Each rank takes a disjoint part of every epoch (data/epochs.py rank_slice) and
 runs the same number of full batches (the trainer drops each rank's remainder), so no rank
 waits on another; metrics are summed across ranks; only rank 0 writes records.
 """
@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from vwwfast.data.epochs import rank_slice
 
 
 def launched() -> bool:
@@ -52,10 +50,6 @@ def device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
-
-
-def rank_part(order: np.ndarray) -> np.ndarray:
-    return rank_slice(order, rank(), world_size())
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

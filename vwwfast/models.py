@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from vwwfast.data.constants import CLASSES, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
+from vwwfast.constants import CLASSES, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
 from vwwfast.errors import UserError
 from vwwfast.provenance import __version__
 

@@ -42,7 +42,7 @@ class ConventionalDataset(torch.utils.data.Dataset):
         from PIL import Image
         from torchvision.transforms import functional as F
 
-        from vwwfast.data.constants import IMAGENET_MEAN, IMAGENET_STD
+        from vwwfast.constants import IMAGENET_MEAN, IMAGENET_STD
         img = Image.open(io.BytesIO(self.split.read_jpeg(i))).convert("RGB")
         y0, x0, h, w, flip = self.params[i][:5]
         W, H = img.size
@@ -80,7 +80,8 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     from vwwfast.data.render.factory import make_renderer
     from vwwfast.data.shards import ShardSet
     from vwwfast.data.split import budget_bytes
-    from vwwfast.data.views import ViewSpec, view_params
+    from vwwfast.data.views import view_params
+    from vwwfast.viewspec import ViewSpec
     from vwwfast.devices import resolve_device
     from vwwfast.models import model_from_checkpoint
     from vwwfast.progress import print_table
@@ -193,7 +194,7 @@ def _eager_step(device):
     student = build_model("mobilenet_v3_small").to(device, memory_format=FMT)
     student.train()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    recipe = KDRecipe.from_config(C.DistillConfig())  # distill's default loss
+    recipe = KDRecipe.of(C.RecipeSettings())  # distill's default loss
     weights = recipe.at(1, 1)
 
     def step(x, y, z_t):

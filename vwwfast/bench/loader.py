@@ -87,7 +87,8 @@ def bench_loader(cfg: BenchLoaderConfig) -> dict:
     from vwwfast.data.render.factory import make_renderer
     from vwwfast.data.shards import ShardSet
     from vwwfast.data.split import budget_bytes
-    from vwwfast.data.views import ViewSpec, view_params
+    from vwwfast.data.views import view_params
+    from vwwfast.viewspec import ViewSpec
     from vwwfast.devices import resolve_device
     from vwwfast.errors import UserError
     from vwwfast.progress import info, print_table

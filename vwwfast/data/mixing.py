@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vwwfast.data.constants import NUM_CLASSES
+from vwwfast.constants import NUM_CLASSES
 from vwwfast.data.views import COL, MIX_COLUMNS
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from vwwfast import distributed as D
+from vwwfast.config import RenderSettings
 from vwwfast.data.mixing import MixingRenderer, mixes, render_mixed
 from vwwfast.data.render.factory import make_renderer
 from vwwfast.data.render.prefetch import iterate
@@ -21,14 +22,14 @@ class SplitData:
     [B, 3, size, size] on the renderer's device, y int64 [B] (soft float [B, 2] when the
     views mix); `render_batch` renders one batch the same way; `close()` frees the renderer."""
 
-    def __init__(self, shards, name: str, cfg, device, size: int):
+    def __init__(self, shards, name: str, render: RenderSettings, device, size: int):
         self.split = shards.split(name)
         self.size = size
         if not D.is_main():
             D.barrier()  # under torchrun rank 0 decodes and saves the decoded cache; others map it
-        self.renderer = make_renderer(cfg.renderer, self.split, device=device,
-                                      decoded_size=getattr(cfg, "decoded_size", 160),
-                                      budget_bytes=budget_bytes(cfg), out_size=size,
+        self.renderer = make_renderer(render.renderer, self.split, device=device,
+                                      decoded_size=render.decoded_size,
+                                      budget_bytes=budget_bytes(render), out_size=size,
                                       cache_dir=shards.root, content_hash=shards.content_hash)
         if D.is_main():
             D.barrier()
@@ -55,9 +56,9 @@ class SplitData:
         self.renderer.close()
 
 
-def budget_bytes(cfg) -> int | None:
+def budget_bytes(render: RenderSettings) -> int | None:
     """--decoded-budget-gb in bytes; None = the renderer's default (40% of free memory)."""
-    gb = getattr(cfg, "decoded_budget_gb", 0.0)
+    gb = render.decoded_budget_gb
     return int(gb * 2**30) if gb else None
 
 

@@ -17,7 +17,7 @@ from io import BytesIO
 import numpy as np
 import torch
 
-from vwwfast.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vwwfast.constants import IMAGENET_MEAN, IMAGENET_STD
 from vwwfast.data.views import COL, PARAM_COLUMNS
 
 

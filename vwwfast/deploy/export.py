@@ -26,7 +26,6 @@ import json
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -148,9 +147,8 @@ def calibration_views(shards, config: dict, n: int, device, size: int) -> np.nda
     from vwwfast.data.mixing import unmixed
     from vwwfast.data.split import SplitData
     from vwwfast.teach.teacher import run_train_views
-    how = SimpleNamespace(renderer=config.get("renderer") or "auto",
-                          decoded_size=config.get("decoded_size") or 160,
-                          decoded_budget_gb=config.get("decoded_budget_gb") or 0.0)
+    # the run's render settings; one recorded before a setting existed has its default
+    how = C.RenderSettings(**{k: config[k] for k in C.RENDER_FIELDS if config.get(k) is not None})
     data = SplitData(shards, "train", how, device, size)
     rng = np.random.default_rng(CALIB_SEED)
     chunks, epoch, left = [], 1, n

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from vwwfast.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vwwfast.constants import IMAGENET_MEAN, IMAGENET_STD
 from vwwfast.errors import UserError
 from vwwfast.models import model_from_checkpoint
 from vwwfast.train.evaluate import Predict, model_predictor

@@ -368,7 +368,7 @@ def config_changes(a: dict, b: dict, skip=NOISE) -> list[tuple[str, object, obje
 def _flat_view(config: dict, fields: list[str]) -> dict:
     if not isinstance(config.get("view"), dict):
         return config
-    from vwwfast.data.views import view_spec
+    from vwwfast.viewspec import view_spec
     base = view_spec(config.get("view_spec") or "default").to_dict(full=True)
     out = {k: v for k, v in config.items() if k != "view"}
     out.update({f"view.{f}": config["view"].get(f, base.get(f)) for f in fields})

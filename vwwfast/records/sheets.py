@@ -69,7 +69,7 @@ def grid_image(tiles: np.ndarray, *, title: str, col_labels, row_labels, caption
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """A renderer's normalised batch [N, 3, S, S] -> uint8 [N, S, S, 3] as shown."""
-    from vwwfast.data.constants import IMAGENET_MEAN, IMAGENET_STD
+    from vwwfast.constants import IMAGENET_MEAN, IMAGENET_STD
     x = x.detach().float().cpu()
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -112,7 +112,8 @@ def _store_views(cfg, shards, idx: np.ndarray):
     after checking the view settings given against the store's. tables: the whole views
     [V, N, P] when they mix (a partner's row is needed to render it), else None."""
     from vwwfast.data.shards import with_shard_views
-    from vwwfast.data.views import ViewSpec, in_layout, spec_conflicts
+    from vwwfast.data.views import in_layout
+    from vwwfast.viewspec import ViewSpec, spec_conflicts
     from vwwfast.progress import info
     from vwwfast.teach.cache import TeacherCache
 
@@ -156,7 +157,8 @@ def views_command(cfg) -> Path:
     and print its path."""
     from vwwfast.data.shards import KEY_DIGITS, ShardSet, with_shard_views
     from vwwfast.data.split import SplitData
-    from vwwfast.data.views import val_params, view_params, view_spec
+    from vwwfast.data.views import val_params, view_params
+    from vwwfast.viewspec import view_spec
     from vwwfast.devices import resolve_device
     from vwwfast.progress import info
     from vwwfast.progress import out as stdout

@@ -187,7 +187,7 @@ class TeacherCache:
     @property
     def spec(self):
         """The ViewSpec the store was made with."""
-        from vwwfast.data.views import ViewSpec
+        from vwwfast.viewspec import ViewSpec
         return ViewSpec.from_dict(self.fingerprint["view_spec"], str(self.path))
 
     @property

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from vwwfast import distributed as D
+from vwwfast.data.epochs import rank_slice
 from vwwfast.data.mixing import unmixed
 from vwwfast.data.split import SplitData, val_params
 from vwwfast.devices import autocast
@@ -37,7 +38,7 @@ def val_batches(data: SplitData, batch_size: int, center_crop: bool = False):
 
 def val_order(data: SplitData) -> np.ndarray:
     """This rank's samples of an evaluated split, in the order `val_batches` yields them."""
-    return D.rank_part(np.arange(len(data)))
+    return rank_slice(np.arange(len(data)), D.rank(), D.world_size())
 
 
 @torch.no_grad()
@@ -104,7 +105,8 @@ def settle_bn(models: list, data: SplitData, order: np.ndarray, params: np.ndarr
             m.momentum = momentum
             if D.active():  # every rank saw a different part: evaluate with their average
                 for buf in (m.running_mean, m.running_var):
-                    buf.copy_(D.all_reduce_sum(buf) / D.world_size())
+                    if buf is not None:  # BatchNorm with track_running_stats keeps both
+                        buf.copy_(D.all_reduce_sum(buf) / D.world_size())
 
 
 OUTPUTS = ("indices", "labels", "preds", "prob_person")  # per-sample results, numpy

@@ -15,43 +15,48 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
 
 from vwwfast import config as C
 from vwwfast import distributed as D
-from vwwfast.data.epochs import steps_per_rank, subset_order, train_subset
+from vwwfast.data.epochs import rank_slice, steps_per_rank, subset_order, train_subset
 from vwwfast.data.shards import ShardSet, read_manifest, view_defaults, with_shard_views
 from vwwfast.data.split import SplitData
 from vwwfast.devices import resolve_device
 from vwwfast.errors import UserError
 from vwwfast.models import check_width, ensure_imagenet_weights
 from vwwfast.teach import teacher as TS
+from vwwfast.teach.settings import refuse_unused_teacher, resolve_settings
 from vwwfast.train.evaluate import val_batches
 from vwwfast.train.losses import KDRecipe
 
 
-def resolve_configs(cfgs: list, needs_teacher: bool | None = None) -> list:
+O = TypeVar("O")  # something Inputs holds open (a source, a rendered split)
+
+
+def resolve_configs(cfgs: list[C.T], needs_teacher: bool | None = None) -> list[C.T]:
     """The configs with every setting the shards and the store fix filled in, after checking
     what was given against them (one line, UserError, before anything is made).
     needs_teacher: some student reads logits; None = as the configs' KD recipes say."""
     base = cfgs[0]
-    cached = getattr(base, "cache", None) and getattr(base, "teacher_mode", None) == "cached"
-    if getattr(base, "teacher_mode", None) == "online" and base.cache:
+    teacher = base.teacher_settings()
+    if teacher is not None and teacher.teacher_mode == "online" and teacher.cache:
         raise UserError("--cache is for --teacher-mode cached; drop it (or --teacher-mode online)")
-    store = TS.open_store(base.cache) if cached else None
+    cached = teacher is not None and teacher.cache and teacher.teacher_mode == "cached"
+    store = TS.open_store(teacher.cache) if teacher is not None and cached else None
     if needs_teacher is None:
-        needs_teacher = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
-    TS.refuse_unused_teacher(base, needs_teacher)
+        needs_teacher = any(KDRecipe.of_config(c).uses_teacher for c in cfgs)
+    refuse_unused_teacher(teacher, needs_teacher)
     manifest = read_manifest(Path(base.shards))
-    resolved = [TS.resolve_settings(_shard_views(c, manifest, store), store) for c in cfgs]
+    resolved = [resolve_settings(_shard_views(c, manifest, store), store) for c in cfgs]
     if base.train_limit is not None:  # more than the shards hold: refused before any record
         train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
     for c in resolved:
         check_width(c.arch, c.width, pretrained=c.pretrained)
-    if getattr(base, "stack_students", "off") == "on":
+    if base.stacks_students():
         from vwwfast.train.stacked import check_configs
         check_configs(resolved)
     for arch in sorted({c.arch for c in resolved if c.pretrained}):
@@ -61,11 +66,12 @@ def resolve_configs(cfgs: list, needs_teacher: bool | None = None) -> list:
     return resolved
 
 
-def check_model_budgets(cfg) -> None:
+def check_model_budgets(cfg: C.TrainConfig) -> None:
     """--max-flash / --max-ram of distill, before any record: the int8 weights (about one
     byte per parameter) and the estimated int8 activation peak of the model the run would
     train (footprint.py), so that an oversized student is refused in one line."""
-    flash, ram = getattr(cfg, "max_flash", None), getattr(cfg, "max_ram", None)
+    budgets = cfg.budget_settings()
+    flash, ram = (None, None) if budgets is None else (budgets.max_flash, budgets.max_ram)
     if flash is None and ram is None:
         return
     from vwwfast.footprint import check_budget, count_params, torch_peak_bytes
@@ -107,24 +113,29 @@ class Inputs:
     logits come from (teach.teacher), the rendered train and val splits and the training
     subset. `cfg` has been through resolve_configs. needs_teacher: logits are read."""
 
-    def __init__(self, cfg, *, needs_teacher: bool):
+    def __init__(self, cfg: C.TrainConfig, *, needs_teacher: bool):
         self.cfg = cfg
-        self.source = self.train = self.val = None
+        self._opened: list = []  # what close() closes, in the order it was opened
         try:
             C.require(cfg, "shards")
             self.device = device = D.device() if D.active() else resolve_device(cfg.device)
             self.shards = shards = ShardSet.open(cfg.shards)
             for split in ("train", "val"):
                 shards.require_both_classes(split)
-            self.source = TS.make_source(cfg, shards, device, needs_teacher=needs_teacher)
-            self.train = SplitData(shards, "train", cfg, device, cfg.input_size)
-            self.val = SplitData(shards, "val", cfg, device, cfg.input_size)
+            self.source = self._open(TS.make_source(cfg, shards, device, needs_teacher=needs_teacher))
+            render = C.pick(C.RenderSettings, cfg)
+            self.train = self._open(SplitData(shards, "train", render, device, cfg.input_size))
+            self.val = self._open(SplitData(shards, "val", render, device, cfg.input_size))
             # the samples trained on: every one without --train-limit
             self.subset = train_subset(len(self.train), cfg.train_limit, cfg.seed
                                        if cfg.train_limit_seed is None else cfg.train_limit_seed)
         except BaseException:
             self.close()
             raise
+
+    def _open(self, thing: O) -> O:
+        self._opened.append(thing)
+        return thing
 
     @cached_property
     def fingerprints(self) -> dict:
@@ -138,7 +149,8 @@ class Inputs:
     def epoch(self, number: int) -> Epoch:
         """Epoch `number` (from 1): the source's views and this rank's part of the order."""
         params = self.source.views(number)
-        order = D.rank_part(subset_order(self.subset, self.cfg.seed, number - 1))
+        order = rank_slice(subset_order(self.subset, self.cfg.seed, number - 1), D.rank(),
+                           D.world_size())
         return Epoch(number, params, order)
 
     def train_batches(self, epoch: Epoch, batch_size: int
@@ -156,9 +168,8 @@ class Inputs:
         return val_batches(self.val, batch_size, bool(self.cfg.val_center_crop))
 
     def close(self) -> None:
-        for data in (self.train, self.val, self.source):
-            if data is not None:
-                data.close()
+        while self._opened:
+            self._opened.pop().close()
 
     def __enter__(self) -> "Inputs":
         return self

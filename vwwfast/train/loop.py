@@ -39,7 +39,7 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
     on everything a student cannot own (checked by config.resolve_sweep). Each student gets a
     new run, or continues its run in `resume` (one per config). Returns the runs' summaries."""
     base = cfgs[0]
-    needs_teacher = any(KDRecipe.from_config(c).uses_teacher for c in cfgs)
+    needs_teacher = any(KDRecipe.of_config(c).uses_teacher for c in cfgs)
     with RunRecords(kind, sweep) as records, Inputs(base, needs_teacher=needs_teacher) as inputs:
         steps = _steps(inputs, base.batch_size)
         device = inputs.device
@@ -50,7 +50,7 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
         students = (_new_students(cfgs, kind, device, steps, records, sweep) if resume is None
                     else _resumed_students(cfgs, kind, device, steps, records, sweep, resume))
         _started(students, device, inputs, sweep)
-        stacks = Stacks() if getattr(base, "stack_students", "off") == "on" else None
+        stacks = Stacks() if base.stacks_students() else None
         epoch_seconds: list[float] = []
         for epoch in range(min((s.start_epoch for s in students), default=1), base.epochs + 1):
             if not any(s.active for s in students):
@@ -173,10 +173,15 @@ def _started(students, device, inputs, sweep) -> None:
             # estimated int8 weight and activation bytes (footprint.py)
             **model_figures(s.model, s.cfg.input_size), "width": s.cfg.width,
             "fingerprints": inputs.fingerprints,
-            "teacher": source.describe() if s.recipe.uses_teacher or getattr(s.cfg, "cache", None) else None,
+            "teacher": source.describe() if s.recipe.uses_teacher or _has_cache(s.cfg) else None,
             "remarks": source.remarks(s.cfg.epochs), "device": device_name(device),
             "loss_terms": s.recipe.labels(), **({"sweep": sweep.id} if sweep else {})})
         info(f"run {s.run.path}" + (f"  ({s.label})" if s.label else ""))
+
+
+def _has_cache(cfg) -> bool:
+    teacher = cfg.teacher_settings()
+    return teacher is not None and teacher.cache is not None
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,16 +14,19 @@ its own name); curves, TensorBoard and the runs table learn the terms from those
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
+from vwwfast.config import RecipeSettings, TrainConfig
+
 Number = Union[float, torch.Tensor]
 
-# Every setting of the recipe, with its value for a config that lacks it (a teacher run's
-# config has label smoothing only).
+# Every setting of the recipe, with its value in a recipe that leaves it out (a teacher run's
+# has label smoothing only: KDRecipe.of).
 SETTINGS: dict = {"alpha": 0.0, "alpha_end": None, "temperature": 1.0, "confidence_gamma": 0.0,
                   "margin_weight": 0.0, "margin_weight_end": None, "margin_decay_end_epoch": None,
                   "label_smoothing": 0.0}
@@ -186,9 +189,17 @@ class KDRecipe:
         self.terms, self.weights = TERMS, WEIGHTS
 
     @classmethod
-    def from_config(cls, cfg) -> "KDRecipe":
-        """A distill config's recipe; a teacher run's config has only label smoothing."""
-        return cls(**{k: getattr(cfg, k) for k in SETTINGS if hasattr(cfg, k)})
+    def of(cls, recipe: Optional[RecipeSettings], label_smoothing: float = 0.0) -> "KDRecipe":
+        """A distill run's recipe (config.RecipeSettings); None, a teacher run: the
+        cross-entropy alone, with `label_smoothing`."""
+        if recipe is None:
+            return cls(label_smoothing=label_smoothing)
+        return cls(**dataclasses.asdict(recipe))
+
+    @classmethod
+    def of_config(cls, cfg: TrainConfig) -> "KDRecipe":
+        """The recipe of a training run's config (a teacher's or a student's)."""
+        return cls.of(cfg.recipe_settings(), cfg.label_smoothing)
 
     @property
     def uses_teacher(self) -> bool:

@@ -43,7 +43,7 @@ def check_configs(cfgs: list) -> None:
                         "(e.g. --alpha 0.5,0.6), or drop it")
     if D.active():
         raise UserError("--stack-students on runs in one process; under torchrun use --stack-students off")
-    if len({(c.arch, getattr(c, "width", 1.0)) for c in cfgs}) > 1:
+    if len({(c.arch, c.width) for c in cfgs}) > 1:
         raise UserError("--stack-students on: the students differ in --arch or --width (one batched "
                         "step needs one shape); use --stack-students off")
     if len({c.bn_momentum for c in cfgs}) > 1:

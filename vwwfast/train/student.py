@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ def scaled_lr(cfg) -> float:
 
 def make_optimizer(model, cfg, lr: float, device: torch.device):
     # fused kernels on CUDA (one launch for every tensor); foreach on the CPU (~10% faster)
-    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    impl: dict[str, Any] = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, **impl)
     if cfg.optimizer == "sgd":
@@ -85,7 +86,7 @@ class Student:
     def __init__(self, cfg, kind: str, device: torch.device, steps_per_epoch: int, run=None,
                  label: str = ""):
         self.cfg, self.kind, self.device, self.run, self.label = cfg, kind, device, run, label
-        self.recipe = KDRecipe.from_config(cfg)
+        self.recipe = KDRecipe.of_config(cfg)
         self.init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
         torch.manual_seed(self.init_seed)
         self.model = build_model(cfg.arch, bn_momentum=cfg.bn_momentum, pretrained=cfg.pretrained,

@@ -36,7 +36,7 @@ import math
 import numpy as np
 import torch
 
-from vwwfast.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vwwfast.constants import IMAGENET_MEAN, IMAGENET_STD
 from vwwfast.data.views import COL
 
 GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
