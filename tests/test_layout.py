@@ -4,6 +4,7 @@ imports only the stages before it, and every import names a module that exists."
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,29 @@ def test_a_base_module_imports_no_stage():
     wrong = [f"{mod} -> {dep}" for mod, deps in graph().items() for dep in deps
              if stage(mod) is None and top_name(mod) not in TOP and stage(dep) is not None]
     assert wrong == []
+
+
+MAX_FUNCTION_LINES = 80  # a function does one named step: longer ones are several
+
+
+def test_no_function_runs_a_whole_command():
+    long = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PKG)}:{node.name} ({lines} lines)")
+    assert long == []
+
+
+def test_no_setting_is_read_by_name_with_a_default():
+    """getattr(cfg, "setting", default) hides a renamed or mistyped setting behind a default
+    that restates config.py's: a stage takes its typed settings group instead."""
+    pattern = re.compile(r"getattr\((cfg|self\.cfg|base|s\.cfg|c)\s*,\s*['\"](\w+)['\"]\s*,")
+    hits = [f"{p.relative_to(PKG)}: {m.group(0)}" for p in sorted(PKG.rglob("*.py"))
+            for m in pattern.finditer(p.read_text())]
+    assert hits == []
 
 
 def test_the_cycle_finder_finds_a_cycle():

@@ -4,6 +4,16 @@ Each field's metadata carries its help text and its valid values (a range or cho
 the dataclass is the single place that defines a setting, its type, its default, its flag
 (`--kebab-case`) and its check. Unknown keys (with a "did you mean"), values of the wrong
 type and values out of range are refused with one clear line, before any work starts.
+
+A command's settings are flat (its flags, config.yaml), composed of groups that the stage
+reading them takes as one typed value: RenderSettings (SplitData, the renderers),
+OptimSettings (a student's optimizer and schedule), RecipeSettings (the KD loss),
+TeacherSettings (where logits come from), BudgetSettings (a microcontroller's). `pick`
+takes a group out of a config; TrainConfig.recipe_settings() and its siblings give a
+training run's optional groups (None for a teacher run).
+
+Beside it: checks.py (ranges, choices, "did you mean"), config_compat.py (the `kd:` /
+`teacher:` / `views:` shapes people write), flags.py (argparse), viewspec.py (`views:`).
 """
 
 from __future__ import annotations

@@ -32,14 +32,24 @@ def _refuse_twice(action, namespace, value) -> None:
                                              f"{value}); it takes one value: give it once")
 
 
+HEADINGS = {C.OptimSettings: "optimisation", C.RecipeSettings: "the KD recipe (the loss)",
+            C.TeacherSettings: "the teacher", C.BudgetSettings: "microcontroller budgets",
+            C.RenderSettings: "rendering"}
+
+
 def add_flags(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field; every default is SUPPRESS so only what the user typed overrides.
     A flag given twice is refused, except the repeatable ones (action append)."""
     types_ = C.field_types(cls)
     defaults = cls()
     sweeps = cls is C.DistillConfig
+    sections: dict = {}  # settings group -> its heading in --help
     for f in C.fields_in_order(cls):
         meta = f.metadata
+        group = C.group_of(cls, f.name)
+        if group is not None and group not in sections:
+            sections[group] = parser.add_argument_group(HEADINGS[group])
+        target = sections.get(group, parser)
         base = C.base_type(types_[f.name])
         default = getattr(defaults, f.name)
         help_ = meta.get("help", "").replace("%", "%%")  # argparse formats help with %
@@ -48,20 +58,20 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> None:
         if sweeps and meta.get("sweep") and base is not bool:
             help_ += "; a comma-separated list makes a sweep"
         if meta.get("positional"):
-            parser.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_)
+            target.add_argument(f.name, nargs="?", default=argparse.SUPPRESS, help=help_)
             continue
         flag = "--" + f.name.replace("_", "-")
         if base is bool:
-            parser.add_argument(flag, action=_OnceBool, default=argparse.SUPPRESS, help=help_)
+            target.add_argument(flag, action=_OnceBool, default=argparse.SUPPRESS, help=help_)
         elif meta.get("action") == "append":
-            parser.add_argument(flag, action="append", metavar=meta.get("metavar"),
+            target.add_argument(flag, action="append", metavar=meta.get("metavar"),
                                 default=argparse.SUPPRESS, help=help_)
         elif base is list:
-            parser.add_argument(flag, nargs=meta.get("nargs", "+"), metavar=meta.get("metavar"),
+            target.add_argument(flag, nargs=meta.get("nargs", "+"), metavar=meta.get("metavar"),
                                 action=_Once, default=argparse.SUPPRESS, help=help_)
         else:
             typ = str if sweeps else base  # resolve_sweep reads lists ("0.5,0.55") and numbers
-            parser.add_argument(flag, type=typ, action=_Once, default=argparse.SUPPRESS, help=help_,
+            target.add_argument(flag, type=typ, action=_Once, default=argparse.SUPPRESS, help=help_,
                                 metavar=f.name.upper())
     parser.add_argument("--config", dest="_config", default=None, metavar="FILE.yaml",
                         help="YAML file of settings; flags given here win")
