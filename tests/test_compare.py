@@ -324,7 +324,7 @@ def test_plot_of_a_replicate_group_draws_a_band(tmp_path, capsys, monkeypatch):
     from matplotlib.collections import PolyCollection
 
     from vwwfast.records import plots
-    from vwwfast.records.table import group_labels, replicate_sets
+    from vwwfast.records.compare_plot import group_labels, replicate_sets
     rec, runs = seed_sweep(tmp_path, alphas=(0.5, 0.8), seeds=(0, 1, 2))
     for (a, s), run in runs.items():  # curves that differ between seeds
         (run.path / "metrics.jsonl").write_text("".join(

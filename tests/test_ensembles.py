@@ -232,7 +232,7 @@ def test_a_student_of_an_ensemble_names_every_member(synth_shards, ens_store, pa
     assert "An ensemble of 2" in card and "other-shards" in card and "member 2" in card
     assert all(p in card for p in pair)
     from vwwfast.records.runs import Run, short_id
-    from vwwfast.records.table import run_row
+    from vwwfast.records.rows import run_row
     row = run_row(Run(s["run_dir"]))
     small_run = pair[0].split("/")[-2]
     assert set(row["teacher"].split("+")) == {short_id(small_run), short_id(OTHER_RUN)}

@@ -94,7 +94,7 @@ def test_runs_plot(tmp_path, capsys, monkeypatch):
     b = _kd_run(tmp_path, T1, alpha=0.8, alpha_end=0.2)
     sup = finished_run(tmp_path, C.DistillConfig(shards="s", alpha=0.0, margin_weight=0.0, tag="sup"),
                        T2, 0.7)
-    from vwwfast.records.table import plot_labels
+    from vwwfast.records.compare_plot import plot_labels
     assert plot_labels([a, b]) == ["a=0.3, a_end=0.3", "a=0.8, a_end=0.2"]
     out = tmp_path / "figs" / "ab.png"
     runs_command(C.RunsConfig(runs_dir=str(tmp_path), plot=[a.short_id, b.id, "sup"], out=str(out)))

@@ -21,8 +21,9 @@ from vwwfast.errors import UserError
 from vwwfast.records.report import write_report
 from vwwfast.records.runs import Run, SweepRecord, find_runs, resolve_run, run_dir_name, short_id
 from vwwfast.provenance import git_commit, versions
-from vwwfast.records.table import diff_runs, list_runs, print_runs, runs_command
-from vwwfast.records.table import runs_command as table_command
+from vwwfast.records.diff import diff_runs
+from vwwfast.records.rows import list_runs
+from vwwfast.records.table import print_runs, runs_command
 
 pytestmark = pytest.mark.usefixtures("quick_curves")  # conftest: curves.png as a placeholder
 
@@ -237,7 +238,7 @@ def twelve(tmp_path_factory):
 
 def _table_text(cfg: RunsConfig, width=100) -> str:
     console = Console(width=width, record=True, file=io.StringIO())
-    table_command(cfg, console=console)
+    runs_command(cfg, console=console)
     return console.export_text()
 
 
