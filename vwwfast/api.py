@@ -59,14 +59,15 @@ class KDData:
                  view: Optional[dict] = None, renderer: Optional[str] = None,
                  decoded_size: Optional[int] = None, decoded_budget_gb: Optional[float] = None,
                  view_seed: Optional[int] = None, val_center_crop: Optional[bool] = None,
-                 train_limit: Optional[int] = None, train_limit_seed: Optional[int] = None):
+                 train_limit: Optional[int] = None, train_limit_seed: Optional[int] = None,
+                 holdout: Optional[int] = None, holdout_seed: Optional[int] = None):
         from vwwfast.train.inputs import Inputs, resolve_configs
         given = dict(shards=str(shards), cache=None if cache is None else str(cache),
                      input_size=input_size, device=device, seed=seed, view_spec=view_spec,
                      view=view, renderer=renderer, decoded_size=decoded_size,
                      decoded_budget_gb=decoded_budget_gb, view_seed=view_seed,
                      val_center_crop=val_center_crop, train_limit=train_limit,
-                     train_limit_seed=train_limit_seed)
+                     train_limit_seed=train_limit_seed, holdout=holdout, holdout_seed=holdout_seed)
         # what is left None takes distill's default (config.DistillConfig), declared there only
         cfg = C.resolve(C.DistillConfig, {k: v for k, v in given.items() if v is not None}, where="KDData")
         C.require(cfg, "shards")
@@ -88,7 +89,8 @@ class KDData:
 
     @property
     def num_train(self) -> int:
-        """Training samples of an epoch, over every rank (the --train-limit subset if given)."""
+        """Training samples of an epoch, over every rank (the --train-limit subset if given;
+        never the holdout)."""
         return len(self._inputs.subset)
 
     @property
@@ -134,6 +136,18 @@ class KDData:
         """(x, y, idx) over every val sample of this rank once, in index order, on the
         validation view, as `distill` evaluates (the last batch may be short)."""
         return self._inputs.val_batches(_batch_size(batch_size))
+
+    @property
+    def holdout(self) -> np.ndarray:
+        """int64 sorted: the train split's samples set apart by `holdout` (never in
+        `train_batches`); empty without one."""
+        return self._inputs.holdout
+
+    def holdout_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        """(x, y, idx) over this rank's `holdout` samples once, in index order, rendered as
+        `val_batches` renders val: the split to choose a checkpoint or settings on, so that
+        val is only reported. Nothing without a holdout."""
+        return self._inputs.holdout_batches(_batch_size(batch_size))
 
     # -- lifetime ---------------------------------------------------------------------------
 

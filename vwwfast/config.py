@@ -226,7 +226,8 @@ class TrainConfig(OptimSettings, RenderSettings):
     epochs: int = opt(30, "training epochs", lo=1)
     batch_size: int = opt(128, "training batch size (images per step); every step sees a full batch",
                           lo=1, short="batch")
-    patience: int = opt(0, "stop after this many epochs without a better val accuracy; 0 = never",
+    patience: int = opt(0, "stop after this many epochs without a better val accuracy (holdout "
+                           "accuracy with --holdout); 0 = never",
                         lo=0, sweep=True, short="pat")
     bn_momentum: float = opt(0.1, "BatchNorm momentum (torchvision's MobileNetV3 uses 0.01, too slow "
                                   "for short runs)", gt=0, hi=1, sweep=True, short="bn_mom")
@@ -262,6 +263,13 @@ class TrainConfig(OptimSettings, RenderSettings):
                                            "its students); unset = all", lo=1, short="limit")
     train_limit_seed: Optional[int] = opt(None, "seed of the --train-limit subset; unset = --seed",
                                           short="lseed")
+    holdout: Optional[int] = opt(None, "set this many training samples apart (fixed by "
+                                       "--holdout-seed, never trained on) and choose the best "
+                                       "epoch and early stopping on them, so val is only "
+                                       "reported; unset = chosen on val (its figure is then "
+                                       "optimistic)", lo=1, short="hold")
+    holdout_seed: Optional[int] = opt(None, "seed of the --holdout samples; unset = --seed",
+                                      short="hseed")
     runs_dir: str = opt("runs", "folder that holds run folders", path=True)
     tag: Optional[str] = opt(None, "suffix of the run folder name")
     note: str = opt("", "the goal of this run, written to its card")
@@ -481,33 +489,33 @@ def _coerce(name: str, value, tp, where: str):
         if _optional(tp):
             return None
         raise UserError(f"{where}: '{name}' may not be empty")
-    base = base_type(tp)
-    if base is bool:
+    want = base_type(tp)
+    if want is bool:
         if isinstance(value, bool):
             return value
-    elif base is float:
+    elif want is float:
         if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as text
             value = parse_scalar_text(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif base is int:
+    elif want is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-    elif base is str:
+    elif want is str:
         if name == "compile" and isinstance(value, bool):  # `compile: true` from older configs
             return "on" if value else "off"
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-    elif base is list:
+    elif want is list:
         if isinstance(value, (list, tuple)):
             return list(value)
         if isinstance(value, str):  # one item of a repeatable setting (`teacher: a.pt`)
             return [value]
-    elif base is dict:
+    elif want is dict:
         return view_settings(value, where)
-    raise UserError(f"{where}: '{name}' should be {getattr(base, '__name__', base)}, got {value!r}")
+    raise UserError(f"{where}: '{name}' should be {getattr(want, '__name__', want)}, got {value!r}")
 
 
 def _check_value(name: str, value, f: dataclasses.Field, where: str) -> None:

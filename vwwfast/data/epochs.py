@@ -16,6 +16,11 @@ seeded permutation, so the subset of a larger N holds every sample of a smaller 
 learning curve adds data, never swaps it). Its epochs permute the subset only
 (`subset_order`); without a limit the subset is every sample and the orders are
 `epoch_order`'s.
+
+A run with `--holdout H` sets H training samples apart first (`training_samples`): one
+seeded permutation's first H, never trained on, on which the run chooses its checkpoint;
+the --train-limit subset is then drawn from the rest, as above. Without a holdout every
+subset is what it was before holdouts existed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from vwwfast.errors import UserError
 
 _EPOCH_STREAM = 0x45504F4348  # keeps epoch orders apart from view streams of the same seed
 _SUBSET_STREAM = 0x535542534554  # the subset's permutation: apart from every epoch's
+_HOLDOUT_STREAM = 0x484F4C444F5554  # the holdout's permutation: apart from the subset's
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -48,6 +54,26 @@ def train_subset(n: int, limit: int | None, seed: int) -> np.ndarray:
                         f"give at most {n}, or drop it to train on every sample")
     keys = sample_keys(seed, _SUBSET_STREAM, np.arange(n))
     return np.sort(np.argsort(keys, kind="stable")[:limit]).astype(np.int64)
+
+
+def training_samples(n: int, *, holdout: int | None, holdout_seed: int, limit: int | None,
+                     limit_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(subset, holdout): int64 sorted sample indices of an n-sample train split that a run
+    trains on and sets apart, disjoint. holdout None: (train_subset(n, limit, limit_seed),
+    empty), exactly as without holdouts. Bad sizes are refused with one line."""
+    if holdout is None:
+        return train_subset(n, limit, limit_seed), np.zeros(0, np.int64)
+    if holdout >= n:
+        raise UserError(f"--holdout {holdout} is as large as the train split ({n} samples): nothing "
+                        f"would be left to train on; give at most {n - 1}")
+    keys = sample_keys(holdout_seed, _HOLDOUT_STREAM, np.arange(n))
+    perm = np.argsort(keys, kind="stable").astype(np.int64)
+    held, pool = np.sort(perm[:holdout]), np.sort(perm[holdout:])
+    if limit is not None and limit > len(pool):
+        raise UserError(f"--train-limit {limit} with --holdout {holdout}: the train split's {n} "
+                        f"samples leave {len(pool)} to train on; give --train-limit at most "
+                        f"{len(pool)}, or a smaller --holdout")
+    return pool[train_subset(len(pool), limit, limit_seed)], held
 
 
 def subset_order(subset: np.ndarray, seed: int, epoch: int) -> np.ndarray:

@@ -31,7 +31,7 @@ import yaml
 from vwwfast.errors import UserError
 from vwwfast.files import write_atomic
 from vwwfast.provenance import model_short, versions
-from vwwfast.records import tensorboard
+from vwwfast.records import selection, tensorboard
 
 KINDS = ("student", "teacher")
 ENDED = ("finished", "interrupted", "failed")
@@ -227,6 +227,7 @@ class Run:
                 if isinstance(r.get("epoch"), int) and r["epoch"] <= last_epoch]
         write_atomic(self.path / "metrics.jsonl",
                      "".join(json.dumps(r, default=_json_default) + "\n" for r in keep))
+        selection.truncate(self.path, last_epoch)
 
     def finish(self, summary: dict, status: str) -> dict:
         """The run ended (status finished | interrupted | failed): merge `summary` into

@@ -49,6 +49,10 @@ def resolve_settings(cfg: T, store: Optional[TeacherCache] = None) -> T:
     else:
         updates.update(view_spec=cfg.view_spec or "default",
                        view_seed=cfg.view_seed if cfg.view_seed is not None else cfg.seed)
+    if cfg.holdout is not None and cfg.holdout_seed is None:
+        updates["holdout_seed"] = cfg.seed  # recorded: the holdout is fixed by it
+    elif cfg.holdout is None and cfg.holdout_seed is not None:
+        raise UserError("--holdout-seed is the seed of --holdout's samples: give --holdout N, or drop it")
     if cfg.train_limit is not None and cfg.train_limit_seed is None:
         updates["train_limit_seed"] = cfg.seed  # recorded: the subset is fixed by it
     elif cfg.train_limit is None and cfg.train_limit_seed is not None:

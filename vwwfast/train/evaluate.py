@@ -30,29 +30,33 @@ def model_predictor(model: torch.nn.Module) -> Predict:
     return predict
 
 
-def val_batches(data: SplitData, batch_size: int, center_crop: bool = False):
-    """(x, y, idx) of this rank's part of the split, every sample once, in index order, on
-    the validation view: the batches evaluation scores (the last one may be short)."""
-    return data.batches(val_order(data), val_params(data.split, center_crop), batch_size)
+def val_batches(data: SplitData, batch_size: int, center_crop: bool = False,
+                indices: np.ndarray | None = None):
+    """(x, y, idx) of this rank's part of the split (or of its samples `indices`, sorted),
+    every sample once, in index order, on the validation view: the batches evaluation scores
+    (the last one may be short)."""
+    return data.batches(val_order(data, indices), val_params(data.split, center_crop), batch_size)
 
 
-def val_order(data: SplitData) -> np.ndarray:
-    """This rank's samples of an evaluated split, in the order `val_batches` yields them."""
-    return rank_slice(np.arange(len(data)), D.rank(), D.world_size())
+def val_order(data: SplitData, indices: np.ndarray | None = None) -> np.ndarray:
+    """This rank's samples of an evaluated split (every one, or `indices`), in the order
+    `val_batches` yields them."""
+    every = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64)
+    return rank_slice(every, D.rank(), D.world_size())
 
 
 @torch.no_grad()
 def evaluate(model, data: SplitData, batch_size: int, center_crop: bool = False,
-             outputs: bool = False) -> dict:
+             outputs: bool = False, indices: np.ndarray | None = None) -> dict:
     """Every sample of this rank's part once, on the validation view. `model` is a torch
     module or a predictor. Metrics are summed across ranks. With outputs=True the result
     also holds this rank's "indices", "labels", "preds" and "prob_person" (numpy, in
-    evaluation order)."""
+    evaluation order). indices: only these samples of the split (a holdout)."""
     predict = model_predictor(model) if isinstance(model, torch.nn.Module) else model
-    order = val_order(data)
+    order = val_order(data, indices)
     cm, probs, preds = None, [], []
     start = time.perf_counter()
-    for x, y, idx in val_batches(data, batch_size, center_crop):
+    for x, y, idx in val_batches(data, batch_size, center_crop, indices):
         z = predict(x)
         pred = z.argmax(1)
         part = confusion_matrix(pred, y)
@@ -114,19 +118,20 @@ OUTPUTS = ("indices", "labels", "preds", "prob_person")  # per-sample results, n
 
 @torch.no_grad()
 def evaluate_many(models: list, data: SplitData, batch_size: int, center_crop: bool,
-                  outputs: bool = False) -> list[dict]:
+                  outputs: bool = False, indices: np.ndarray | None = None) -> list[dict]:
     """`evaluate` for several models over the same rendered batches. With outputs=True each
-    result also holds the per-sample OUTPUTS of the whole split, gathered from every rank."""
+    result also holds the per-sample OUTPUTS of the whole split (or of `indices`), gathered
+    from every rank."""
     if len(models) == 1:
-        out = [evaluate(models[0], data, batch_size, center_crop, outputs=outputs)]
+        out = [evaluate(models[0], data, batch_size, center_crop, outputs=outputs, indices=indices)]
         return [_gathered(m) for m in out] if outputs else out
     predictors = [model_predictor(m) for m in models]
-    order = val_order(data)
+    order = val_order(data, indices)
     cms = [torch.zeros(2, 2, dtype=torch.long, device=data.renderer.device) for _ in models]
     probs: list[list] = [[] for _ in models]
     preds: list[list] = [[] for _ in models]
     start = time.perf_counter()
-    for x, y, _ in val_batches(data, batch_size, center_crop):
+    for x, y, _ in val_batches(data, batch_size, center_crop, indices):
         for k, predict in enumerate(predictors):
             z = predict(x)
             pred = z.argmax(1)

@@ -3,10 +3,11 @@
 
   resolve_configs   every setting the shards and the store fix, filled in or refused
   Inputs            device, shards, views-and-logits source (teach.teacher), rendered
-                    train and val splits, the training subset
+                    train and val splits, the training subset and the holdout
   Inputs.epoch(e)   an epoch's view table and this rank's sample order
   Inputs.train_batches(epoch, B)   (x, y, z_t, idx): full batches of that order
   Inputs.val_batches(B)            (x, y, idx): every val sample of this rank, once
+  Inputs.holdout_batches(B)        (x, y, idx): every --holdout sample of this rank, once
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 
 from vwwfast import config as C
 from vwwfast import distributed as D
-from vwwfast.data.epochs import rank_slice, steps_per_rank, subset_order, train_subset
+from vwwfast.data.epochs import rank_slice, steps_per_rank, subset_order, training_samples
 from vwwfast.data.shards import ShardSet, read_manifest, view_defaults, with_shard_views
 from vwwfast.data.split import SplitData
 from vwwfast.devices import resolve_device
@@ -52,8 +53,9 @@ def resolve_configs(cfgs: list[C.T], needs_teacher: bool | None = None) -> list[
     refuse_unused_teacher(teacher, needs_teacher)
     manifest = read_manifest(Path(base.shards))
     resolved = [resolve_settings(_shard_views(c, manifest, store), store) for c in cfgs]
-    if base.train_limit is not None:  # more than the shards hold: refused before any record
-        train_subset(len(ShardSet.open(base.shards).split("train")), base.train_limit, 0)
+    if base.train_limit is not None or base.holdout is not None:  # refused before any record
+        training_samples(len(ShardSet.open(base.shards).split("train")), holdout=base.holdout,
+                         holdout_seed=0, limit=base.train_limit, limit_seed=0)
     for c in resolved:
         check_width(c.arch, c.width, pretrained=c.pretrained)
     if base.stacks_students():
@@ -64,6 +66,10 @@ def resolve_configs(cfgs: list[C.T], needs_teacher: bool | None = None) -> list[
     for c in resolved:
         check_model_budgets(c)
     return resolved
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def check_model_budgets(cfg: C.TrainConfig) -> None:
@@ -126,9 +132,11 @@ class Inputs:
             render = C.pick(C.RenderSettings, cfg)
             self.train = self._open(SplitData(shards, "train", render, device, cfg.input_size))
             self.val = self._open(SplitData(shards, "val", render, device, cfg.input_size))
-            # the samples trained on: every one without --train-limit
-            self.subset = train_subset(len(self.train), cfg.train_limit, cfg.seed
-                                       if cfg.train_limit_seed is None else cfg.train_limit_seed)
+            # the samples trained on (every one without --train-limit or --holdout), and
+            # those set apart to choose the checkpoint on (none without --holdout)
+            self.subset, self.holdout = training_samples(
+                len(self.train), holdout=cfg.holdout, holdout_seed=_or(cfg.holdout_seed, cfg.seed),
+                limit=cfg.train_limit, limit_seed=_or(cfg.train_limit_seed, cfg.seed))
         except BaseException:
             self.close()
             raise
@@ -166,6 +174,11 @@ class Inputs:
     def val_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         """(x, y, idx) of every val sample of this rank once, as evaluation renders them."""
         return val_batches(self.val, batch_size, bool(self.cfg.val_center_crop))
+
+    def holdout_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        """(x, y, idx) of every --holdout sample of this rank once (training samples never
+        trained on), rendered as val is; nothing without a holdout."""
+        return val_batches(self.train, batch_size, bool(self.cfg.val_center_crop), self.holdout)
 
     def close(self) -> None:
         while self._opened:

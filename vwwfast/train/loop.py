@@ -25,7 +25,7 @@ from vwwfast.devices import device_name
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_duration, fmt_metric
 from vwwfast.progress import bar, info, warn
-from vwwfast.teach import teacher as TS
+from vwwfast.teach.description import TeacherDescription, who_teaches
 from vwwfast.train.evaluate import evaluate_many, settle_bn
 from vwwfast.train.inputs import Inputs
 from vwwfast.train.lifecycle import RunRecords
@@ -62,19 +62,19 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
             results = train_epoch(active, epoch, base, inputs, steps, stacks)
             epoch_seconds.append(time.perf_counter() - t0)
             eta = (base.epochs - epoch) * float(np.mean(epoch_seconds[-3:]))
-            for s, (record, metrics) in zip(active, results):
-                s.end_epoch(epoch, record, metrics)
+            for s, (record, metrics, holdout) in zip(active, results):
+                s.end_epoch(epoch, record, metrics, holdout)
                 records.epoch_done(s, epoch)
                 _say(s, epoch, base.epochs, record, eta)
     return records.summaries
 
 
 def train_epoch(students: list[Student], epoch: int, base, inputs: Inputs, steps: int,
-                stacks: Stacks | None = None) -> list[tuple[dict, dict]]:
+                stacks: Stacks | None = None) -> list[tuple[dict, dict, dict | None]]:
     """One epoch of every student: each batch rendered once and every student's step on it
     (with `stacks`, --stack-students on: one batched step for all), then BatchNorm settled and
-    every student evaluated on the same val batches. Returns each student's epoch record
-    (metrics.jsonl) and val metrics."""
+    every student evaluated on the same val batches (and --holdout samples). Returns each
+    student's epoch record (metrics.jsonl), val metrics and holdout metrics (None without)."""
     source, train, B = inputs.source, inputs.train, base.batch_size
     this = inputs.epoch(epoch)  # BN settles on its order too
     params = this.params
@@ -99,21 +99,26 @@ def train_epoch(students: list[Student], epoch: int, base, inputs: Inputs, steps
     images = steps * B * D.world_size()
     losses = [s.epoch_losses() for s in students]
     settle_bn([s.model for s in students], train, this.order, params, B, [s.cfg.bn_settle for s in students])
-    metrics = evaluate_many([s.model for s in students], inputs.val, B * 2, base.val_center_crop,
-                            outputs=True)
+    models = [s.model for s in students]
+    metrics = evaluate_many(models, inputs.val, B * 2, base.val_center_crop, outputs=True)
+    # --holdout: training samples never trained on, where the checkpoint is chosen
+    holdouts: list = (evaluate_many(models, train, B * 2, base.val_center_crop, outputs=True,
+                                    indices=inputs.holdout) if len(inputs.holdout)
+                      else [None] * len(students))
     digest = views_digest(params)
     # compilation (every student's first step) is reported apart, not as training time
     compiling = sum(s.compile_s for s in students if epoch == s.start_epoch)
     train_s = max(seconds - compiling, 1e-9)
     results = []
-    for s, loss, m in zip(students, losses, metrics):
+    for s, loss, m, h in zip(students, losses, metrics, holdouts):
         s.train_s += train_s
         s.images += images
         record = {"epoch": epoch, **loss, "lr": s.scheduler.get_last_lr()[0],
+                  **({} if h is None else {"holdout_acc": h["acc"]}),
                   "val_acc": m["acc"], "recall_0": m["recall_0"], "recall_1": m["recall_1"],
                   "confusion": m["confusion"], "img_per_s": images / train_s,
                   "time_s": seconds, "views_sha256": digest, **source.epoch_note(epoch)}
-        results.append((record, m))
+        results.append((record, m, h))
     return results
 
 
@@ -142,7 +147,7 @@ def _new_students(cfgs, kind, device, steps, records, sweep) -> list[Student]:
 def _resumed_students(cfgs, kind, device, steps, records, sweep, runs) -> list[Student]:
     """Each run continued from its last.pt; a sweep member that had ended stays as it ended.
     The runs are held only once every student is loaded: a refused resume changes no run."""
-    loaded = []
+    loaded: list[Student | None] = []
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
         if sweep is not None and run.summary.get("status") in ("finished", "failed"):
             loaded.append(None)
@@ -151,13 +156,13 @@ def _resumed_students(cfgs, kind, device, steps, records, sweep, runs) -> list[S
                     sweep.labels[k] if sweep else "")
         s.resume(load_last(run), float(run.summary.get("wall_time_s") or 0.0))
         loaded.append(s)
-    for run, s in zip(runs, loaded):
-        if s is None:
+    for run, member in zip(runs, loaded):
+        if member is None:
             records.keep(run)
             continue
-        records.resume(s.run, s)
-        if s.run is not None:
-            s.run.truncate_epochs(s.start_epoch - 1)  # epochs logged but never checkpointed
+        records.resume(member.run, member)
+        if member.run is not None:
+            member.run.truncate_epochs(member.start_epoch - 1)  # logged but never checkpointed
     return records.students
 
 
@@ -173,10 +178,15 @@ def _started(students, device, inputs, sweep) -> None:
             # estimated int8 weight and activation bytes (footprint.py)
             **model_figures(s.model, s.cfg.input_size), "width": s.cfg.width,
             "fingerprints": inputs.fingerprints,
-            "teacher": source.describe() if s.recipe.uses_teacher or _has_cache(s.cfg) else None,
+            "teacher": _teacher_record(source) if s.recipe.uses_teacher or _has_cache(s.cfg) else None,
             "remarks": source.remarks(s.cfg.epochs), "device": device_name(device),
             "loss_terms": s.recipe.labels(), **({"sweep": sweep.id} if sweep else {})})
         info(f"run {s.run.path}" + (f"  ({s.label})" if s.label else ""))
+
+
+def _teacher_record(source) -> dict | None:
+    description = source.describe()
+    return None if description is None else description.to_dict()
 
 
 def _has_cache(cfg) -> bool:
@@ -198,7 +208,9 @@ def epoch_line(epoch: int, epochs: int, record: dict, recipe: KDRecipe, eta_s: f
     terms = [f"{t.name} {record[f'loss_{t.name}']:.3f}" for t in recipe.terms
              if record.get(f"term_{t.name}")]
     weights = [f"{k} {record[k]:.3g}" for k in recipe.scheduled if record.get(k)]
-    line = (f"epoch {epoch:>3}/{epochs}  val acc {fmt_metric(record['val_acc'], 4)}  "
+    holdout = (f"holdout acc {fmt_metric(record['holdout_acc'], 4)}  "
+               if record.get("holdout_acc") is not None else "")
+    line = (f"epoch {epoch:>3}/{epochs}  {holdout}val acc {fmt_metric(record['val_acc'], 4)}  "
             f"recall no-person {_short(record['recall_0'])} / person {_short(record['recall_1'])}  "
             f"loss {record['loss']:.4f} ({' '.join(terms)}" + (f"; {' '.join(weights)}" if weights else "")
             + f")  lr {record['lr']:.1e}  {record['img_per_s']:,.0f} img/s")
@@ -213,20 +225,21 @@ def _say(s: Student, epoch: int, epochs: int, record: dict, eta: float) -> None:
     who = f"{s.label}: " if s.label else ""
     info(epoch_line(epoch, epochs, record, s.recipe, eta if s.active else None, s.label))
     if s.stopped_early:
-        info(f"{who}early stop: no better val accuracy for {s.cfg.patience} epochs")
+        split = "val" if s.cfg.holdout is None else "holdout"
+        info(f"{who}early stop: no better {split} accuracy for {s.cfg.patience} epochs")
     if s.status == "failed":
         warn(f"{who}{s.error}; this student stops")
 
 
-def teacher_line(t: dict | None) -> str:
+def teacher_line(t: TeacherDescription | None) -> str:
     """Which model teaches, said once when a run starts."""
-    if not t:
+    if t is None:
         return "teacher: none (supervised)"
-    who = TS.who_teaches(t)
-    if t.get("mode") == "cached":
-        used = "" if t.get("logits_used", True) else "; only its views are used (alpha 0)"
-        return f"teacher: cached in {t['store']} ({t.get('views')} views): {who}{used}"
-    return f"teacher: online, {t.get('checkpoint')}: {who}"
+    who = who_teaches(t)
+    if t.mode == "cached":
+        used = "" if t.logits_used else "; only its views are used (alpha 0)"
+        return f"teacher: cached in {t.store} ({t.views} views): {who}{used}"
+    return f"teacher: online, {t.checkpoint}: {who}"
 
 
 def _check_fingerprints(runs, now: dict) -> None:

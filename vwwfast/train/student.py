@@ -22,6 +22,7 @@ from vwwfast.errors import UserError
 from vwwfast.models import build_model, save_checkpoint
 from vwwfast.records.predictions import FILE as PREDICTIONS
 from vwwfast.records.predictions import write_predictions
+from vwwfast.records.selection import append_epoch
 from vwwfast.train.evaluate import OUTPUTS
 from vwwfast.train.losses import KDRecipe
 
@@ -177,23 +178,31 @@ class Student:
         names = [t.name for t in self.recipe.terms]
         return self.recipe.record(means[0], dict(zip(names, means[1:])), self.weights)
 
-    def end_epoch(self, epoch: int, record: dict, metrics: dict) -> bool:
+    def end_epoch(self, epoch: int, record: dict, metrics: dict,
+                  holdout: dict | None = None) -> bool:
         """Keep the epoch's record, checkpoints and best; True when this epoch improved.
         A loss that is not finite fails this student (the others go on). metrics may hold
         per-sample outputs (evaluate_many(outputs=True)): kept as predictions.csv beside
-        model.pt, never in the record."""
+        model.pt, never in the record. holdout: the metrics (with outputs) on the --holdout
+        samples, on which the best epoch and early stopping are then decided (val is only
+        reported); its predictions are kept every epoch (records/selection.py)."""
         outputs = {k: metrics[k] for k in OUTPUTS if k in metrics}
         metrics = {k: v for k, v in metrics.items() if k not in OUTPUTS}
         if not math.isfinite(record["loss"]):
             self.status = "failed"
             self.error = (f"the training loss became {record['loss']} in epoch {epoch} "
                           f"(lower --lr, or check the inputs)")
-        improved = self.status == "running" and metrics["acc"] is not None \
-            and metrics["acc"] > self.best["val_acc"]
+        chosen_on = metrics if holdout is None else holdout
+        score = chosen_on["acc"]
+        improved = self.status == "running" and score is not None and score > self.best_score()
         if improved:
-            self.best = {"val_acc": metrics["acc"], "epoch": epoch, **metrics}
+            self.best = {"val_acc": metrics["acc"], "epoch": epoch, **metrics,
+                         "selection_acc": score}
         if self.run is not None:
             self.run.log_epoch(record)
+            if holdout is not None:
+                append_epoch(self.run.path, "holdout", epoch, holdout["indices"],
+                             holdout["labels"], holdout["preds"])
             if self.status == "running":
                 self._save(epoch, metrics, improved, outputs)
         if self.status == "running" and self.cfg.patience and \
@@ -203,6 +212,11 @@ class Student:
         if self.status == "running" and epoch >= self.cfg.epochs:
             self.status = "finished"
         return improved
+
+    def best_score(self) -> float:
+        """The best epoch's accuracy on the split that chooses (a last.pt written before
+        holdouts existed chose on val)."""
+        return self.best.get("selection_acc", self.best["val_acc"])
 
     # -- checkpoints ----------------------------------------------------------------
     def _save(self, epoch: int, metrics: dict, improved: bool, outputs: dict) -> None:
@@ -242,7 +256,12 @@ class Student:
 
     def summary(self) -> dict:
         best = self.best if self.best["epoch"] else {}
+        holdout = self.cfg.holdout is not None
         return {"best_val_acc": best.get("val_acc"), "best_epoch": best.get("epoch"),
+                # the split that chose best_epoch (and early stopping): val's figure is
+                # optimistic when val chose it
+                "selected_on": "holdout" if holdout else "val",
+                "best_holdout_acc": best.get("selection_acc") if holdout else None,
                 "recall_0": best.get("recall_0"), "recall_1": best.get("recall_1"),
                 "confusion": best.get("confusion"), "stopped_early": self.stopped_early,
                 "img_per_s": self.images / max(self.train_s, 1e-9) if self.images else None,
