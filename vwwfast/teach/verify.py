@@ -4,17 +4,22 @@ regenerated, and a sample of the logits recomputed with the teacher."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vwwfast import config as C
-from vwwfast.data.shards import view_defaults
+from vwwfast import config, distributed
+from vwwfast.data.shards import ShardSet, view_defaults
 from vwwfast.data.split import SplitData, val_params
+from vwwfast.data.views import view_params
+from vwwfast.devices import resolve_device
 from vwwfast.errors import UserError
+from vwwfast.models import model_from_checkpoint
+from vwwfast.progress import bar, out, print_table
 from vwwfast.teach.cache import TeacherCache
-from vwwfast.teach.teacher import ensemble_logits
+from vwwfast.teach.inference import Groups, ensemble_logits
 
 # ---------------------------------------------------------------------------------------
 # Verifying: `vwwfast cache-teacher --verify STORE`
@@ -38,26 +43,69 @@ def _allowed(stored: np.ndarray, how: str, rounding_only: bool = False) -> np.nd
     return half_ulp if rounding_only else half_ulp + TOLERANCE[how]["atol"] + TOLERANCE[how]["rtol"] * a
 
 
-def verify_store(cfg) -> dict:
+def verify_store(cfg: config.CacheTeacherConfig) -> dict:
     """Read every chunk (checksums), compare the stored view parameters with those
     regenerated from the store's spec and seed, and recompute --samples random stored
     (view, sample) pairs and val samples with the teacher. Prints a table; a UserError
     when anything disagrees beyond float16 rounding."""
-    from vwwfast import distributed as D
-    from vwwfast.data.shards import ShardSet
-    from vwwfast.data.views import view_params
-    from vwwfast.devices import resolve_device
-    from vwwfast.models import model_from_checkpoint
-    from vwwfast.progress import bar, out, print_table
-
-    if not D.is_main():
+    if not distributed.is_main():
         return {}
-    fixed = C.given_flags(cfg, ("views", "input_size", "view_spec", "view", "seed", "out", "self_distill"))
+    store, shards = _open(cfg)
+    paths = _member_paths(cfg, store)
+    done, val_done = store.views_completed, bool(store.attrs["val_done"])
+    # 1. every chunk read: each checksum checked
+    params, logits = store.params()[:done], store.logits()[:done]
+    stored_val = store.val_logits() if val_done else None
+    # 2. view parameters: a pure function of (spec, seed, view, sample, size)
+    param_diff = _param_difference(store, shards, params)
+    finite = bool(np.isfinite(logits).all() and (stored_val is None or np.isfinite(stored_val).all()))
+    # 3. logits recomputed (fp32) on the renderer the store was made with, unless given
+    job = _recomputing(cfg, store, shards, paths)
+    rng = np.random.default_rng(0)  # the same command checks the same samples
+    if done:
+        _check_train_views(job, params, logits, rng)
+    if stored_val is not None and len(stored_val):  # val_done
+        _check_val(job, stored_val, rng)
+    if param_diff > 1e-6:
+        job.failures.insert(0, f"stored view parameters differ from those regenerated from its view spec "
+                               f"and seed {store.seed} (by up to {param_diff:.3g})")
+    if not finite:
+        job.failures.insert(0, "stored logits hold NaN or infinite values")
+    _report(job, param_diff)
+    return {"ok": True, "param_diff": param_diff, "rows": job.rows}
+
+
+@dataclass
+class Recompute:
+    """What --verify carries from check to check: the store, the teachers by input size,
+    how they render, the tolerance that applies, and what the checks found."""
+
+    cfg: config.CacheTeacherConfig
+    store: TeacherCache
+    shards: ShardSet
+    paths: list[str]  # each member's checkpoint, in the fingerprint's order
+    render: config.CacheTeacherConfig  # cfg with the decoded size the store was made at
+    device: torch.device
+    by_size: dict[int, list[torch.nn.Module]]  # members that share an input size share its rendering
+    how: str  # a key of TOLERANCE
+    rows: list[tuple[str, ...]] = field(default_factory=list)  # the table's
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def made_with(self) -> dict:
+        """The renderers the store was made with (cache-teacher records them)."""
+        return self.store.attrs.get("renderer") or {}
+
+
+def _open(cfg: config.CacheTeacherConfig) -> tuple[TeacherCache, ShardSet]:
+    """The store (with a finished view or its val view) and the shards it was made from;
+    refused in one line when --verify cannot check it."""
+    fixed = config.given_flags(cfg, ("views", "input_size", "view_spec", "view", "seed", "out",
+                                      "self_distill"))
     if fixed:
         raise UserError(f"--verify checks a store as it was made; drop {', '.join(fixed)}")
     store = TeacherCache(cfg.verify)
-    done, val_done = store.views_completed, bool(store.attrs["val_done"])
-    if done == 0 and not val_done:
+    if store.views_completed == 0 and not bool(store.attrs["val_done"]):
         raise UserError(f"{store.path} holds no finished view yet: nothing to verify")
     where = cfg.shards or store.attrs.get("shards")
     if not where and (store.path.parent / "manifest.json").is_file():
@@ -66,102 +114,132 @@ def verify_store(cfg) -> dict:
         raise UserError(f"{store.path} does not say where its shards are: pass --shards DIR")
     shards = ShardSet.open(where)
     store.check_shards(shards)
-    paths = _member_paths(cfg, store)
-    # 1. every chunk read: each checksum checked
-    params, logits = store.params()[:done], store.logits()[:done]
-    stored_val = store.val_logits() if val_done else None
-    # 2. view parameters: a pure function of (spec, seed, view, sample, size)
-    split = shards.split("train")
-    spec, n = store.spec, len(split)
-    param_diff = 0.0
-    for v in range(done):
-        regen = view_params(spec, store.seed, v, np.arange(n), split.heights, split.widths)
-        param_diff = max(param_diff, float(np.max(np.abs(regen - params[v]), initial=0.0)))
-    finite = bool(np.isfinite(logits).all() and (stored_val is None or np.isfinite(stored_val).all()))
+    return store, shards
 
-    # 3. logits recomputed (fp32) on the renderer the store was made with, unless given
-    rec = store.attrs.get("renderer") or {}
-    rcfg = dataclasses.replace(cfg, decoded_size=cfg.decoded_size if C.is_given(cfg, "decoded_size")
-                               else rec.get("decoded_size", cfg.decoded_size))
+
+def _param_difference(store: TeacherCache, shards: ShardSet, params: np.ndarray) -> float:
+    """The largest difference between the stored view parameters and those regenerated."""
+    split = shards.split("train")
+    n, diff = len(split), 0.0
+    for v in range(len(params)):
+        regen = view_params(store.spec, store.seed, v, np.arange(n), split.heights, split.widths)
+        diff = max(diff, float(np.max(np.abs(regen - params[v]), initial=0.0)))
+    return diff
+
+
+def _recomputing(cfg: config.CacheTeacherConfig, store: TeacherCache, shards: ShardSet,
+                 paths: list[str]) -> Recompute:
+    """The members loaded, grouped by input size as when the store was made, and the
+    tolerance: fp32 for a store made in fp32 checked on the CPU, else bf16's."""
+    made = store.attrs.get("renderer") or {}
+    render = dataclasses.replace(cfg, decoded_size=cfg.decoded_size if config.is_given(cfg, "decoded_size")
+                                 else made.get("decoded_size", cfg.decoded_size))
     device = resolve_device(cfg.device)
-    by_size: dict = {}  # the members that share an input size share its rendering, as when made
+    by_size: dict[int, list[torch.nn.Module]] = {}
     for m, path in zip(store.members, paths):
         model, _ = model_from_checkpoint(path, device=device)
         by_size.setdefault(m["input_size"], []).append(model.to(memory_format=torch.channels_last))
     how = "fp32" if store.attrs.get("precision") == "fp32" and device.type == "cpu" else "bf16 or another device"
-    rng = np.random.default_rng(0)  # the same command checks the same samples
-    rows, failures = [], []
+    return Recompute(cfg, store, shards, paths, render, device, by_size, how)
 
-    def check(name, split_name, todo):
-        """todo: [(params [N, P], indices, stored logits [len(indices), C])]."""
-        groups = []
-        for size, models in by_size.items():
-            made = (rec.get("sizes") or {}).get(str(size)) or rec
-            r = dataclasses.replace(rcfg, renderer=rcfg.renderer if C.is_given(cfg, "renderer")
-                                    else made.get(split_name, cfg.renderer))
-            groups.append((SplitData(shards, split_name, r, device, size), models))
-        data = groups[0][0]
-        diffs, excess, agree, over = [], [], 0, 0
-        try:
-            with bar(f"verify {name}", sum(len(i) for _, i, _ in todo) * len(groups)) as advance:
-                for p, idx, want in todo:
-                    z, _ = ensemble_logits(groups, idx, p, cfg.batch_size, advance, exact=True)
-                    d = np.abs(z - want.astype(np.float32))
-                    diffs.append(d.max(axis=1))
-                    excess.append(np.clip(d - _allowed(want, how, rounding_only=True), 0, None).max(axis=1))
-                    over += int((d > _allowed(want, how)).any(axis=1).sum())
-                    agree += int((z.argmax(1) == want.astype(np.float32).argmax(1)).sum())
-        finally:
-            for d, _ in groups:
-                d.close()
-        d = np.concatenate(diffs) if diffs else np.zeros(0)
-        total, worst = len(d), float(d.max(initial=0.0))
-        median = float(np.median(d)) if total else 0.0
-        beyond = float(np.median(np.concatenate(excess))) if total else 0.0  # beyond float16 rounding
-        rows.append((name, f"{total}", f"{median:.3g}", f"{worst:.3g}", f"{agree / max(total, 1):.2%}",
-                     f"{over}", data.renderer.name))
-        if beyond > TOLERANCE[how]["median"]:
-            failures.append(f"{name} logits differ from the teacher's by {beyond:.3g} beyond float16 "
+
+def _check_train_views(job: Recompute, params: np.ndarray, logits: np.ndarray,
+                       rng: np.random.Generator) -> None:
+    """--samples random (view, sample) pairs of the finished views."""
+    n = len(job.shards.split("train"))
+    done = len(params)
+    picks = rng.choice(done * n, size=min(job.cfg.samples, done * n), replace=False)
+    views, idx = np.divmod(picks, n)
+    _check(job, "train views", "train",
+           [(params[v], np.sort(idx[views == v]), logits[v][np.sort(idx[views == v])])
+            for v in np.unique(views)])
+
+
+def _check_val(job: Recompute, stored_val: np.ndarray, rng: np.random.Generator) -> None:
+    """--samples random val samples, on the val view cache-teacher made."""
+    vsplit = job.shards.split("val")
+    vidx = np.sort(rng.choice(len(vsplit), size=min(job.cfg.samples, len(vsplit)), replace=False))
+    crop = view_defaults(job.shards.manifest)["val_center_crop"]  # as cache-teacher made them
+    _check(job, "val", "val", [(val_params(vsplit, crop), vidx, stored_val[vidx])])
+
+
+def _renderings(job: Recompute, split_name: str) -> Groups:
+    """[(data, [models])] of a split: each input size on the renderer the store was made
+    with (or --renderer)."""
+    rec, groups = job.made_with, []
+    for size, models in job.by_size.items():
+        made = (rec.get("sizes") or {}).get(str(size)) or rec
+        r = dataclasses.replace(job.render, renderer=job.render.renderer if config.is_given(job.cfg, "renderer")
+                                else made.get(split_name, job.cfg.renderer))
+        groups.append((SplitData(job.shards, split_name, r, job.device, size), models))
+    return groups
+
+
+def _check(job: Recompute, name: str, split_name: str,
+           todo: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    """Recompute `todo` and judge it: a row of the table, and a failure when it is off.
+    todo: [(params [N, P], indices, stored logits [len(indices), C])]."""
+    groups = _renderings(job, split_name)
+    renderer = groups[0][0].renderer.name
+    try:
+        diffs, excess, agree, over = _compare(job, name, groups, todo)
+    finally:
+        for data, _ in groups:
+            data.close()
+    d = np.concatenate(diffs) if diffs else np.zeros(0)
+    total, worst = len(d), float(d.max(initial=0.0))
+    median = float(np.median(d)) if total else 0.0
+    beyond = float(np.median(np.concatenate(excess))) if total else 0.0  # beyond float16 rounding
+    job.rows.append((name, f"{total}", f"{median:.3g}", f"{worst:.3g}", f"{agree / max(total, 1):.2%}",
+                     f"{over}", renderer))
+    how = job.how
+    if beyond > TOLERANCE[how]["median"]:
+        job.failures.append(f"{name} logits differ from the teacher's by {beyond:.3g} beyond float16 "
                             f"rounding in the median ({how} explains up to {TOLERANCE[how]['median']:g})")
-        elif over:
-            failures.append(f"{name} logits differ from the teacher's beyond rounding ({how}) in {over} "
+    elif over:
+        job.failures.append(f"{name} logits differ from the teacher's beyond rounding ({how}) in {over} "
                             f"of {total} samples (largest difference {worst:.3g})")
 
-    if done:
-        k = min(cfg.samples, done * n)
-        picks = rng.choice(done * n, size=k, replace=False)
-        views, idx = np.divmod(picks, n)
-        check("train views", "train",
-              [(params[v], np.sort(idx[views == v]), logits[v][np.sort(idx[views == v])])
-               for v in np.unique(views)])
-    if val_done and len(stored_val):
-        vsplit = shards.split("val")
-        vidx = np.sort(rng.choice(len(vsplit), size=min(cfg.samples, len(vsplit)), replace=False))
-        crop = view_defaults(shards.manifest)["val_center_crop"]  # as cache-teacher made them
-        check("val", "val", [(val_params(vsplit, crop), vidx, stored_val[vidx])])
-    if param_diff > 1e-6:
-        failures.insert(0, f"stored view parameters differ from those regenerated from its view spec "
-                           f"and seed {store.seed} (by up to {param_diff:.3g})")
-    if not finite:
-        failures.insert(0, "stored logits hold NaN or infinite values")
+
+def _compare(job: Recompute, name: str, groups: Groups,
+             todo: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+             ) -> tuple[list[np.ndarray], list[np.ndarray], int, int]:
+    """The teachers rerun in fp32 on `todo`: per sample the largest |difference|, and that
+    beyond float16 rounding; how many argmaxes agree, how many samples are beyond the
+    tolerance."""
+    diffs, excess, agree, over = [], [], 0, 0
+    with bar(f"verify {name}", sum(len(i) for _, i, _ in todo) * len(groups)) as advance:
+        for p, idx, want in todo:
+            z, _ = ensemble_logits(groups, idx, p, job.cfg.batch_size, advance, exact=True)
+            d = np.abs(z - want.astype(np.float32))
+            diffs.append(d.max(axis=1))
+            excess.append(np.clip(d - _allowed(want, job.how, rounding_only=True), 0, None).max(axis=1))
+            over += int((d > _allowed(want, job.how)).any(axis=1).sum())
+            agree += int((z.argmax(1) == want.astype(np.float32).argmax(1)).sum())
+    return diffs, excess, agree, over
+
+
+def _report(job: Recompute, param_diff: float) -> None:
+    """The table and the chunks line; a UserError naming every failure, else the OK line."""
+    store, paths, how = job.store, job.paths, job.how
+    done, val_done = store.views_completed, bool(store.attrs["val_done"])
     who = f"teacher {paths[0]}" if len(paths) == 1 else f"ensemble of {', '.join(paths)}"
     print_table(f"verify {store.path} ({store.state()}; {who})",
                 ["what", "samples", "median |logit diff|", "largest", "argmax agrees", f"beyond rounding ({how})",
                  "renderer"],
-                rows)
+                job.rows)
     out.print(f"chunks: every chunk of {done} views{' and val' if val_done else ''} read, checksums OK; "
               f"view parameters {'equal' if param_diff <= 1e-6 else 'DIFFER from'} those regenerated "
               f"from the spec and seed (largest difference {param_diff:.3g})")
-    if failures:
-        raise UserError(f"{store.path}: {'; '.join(failures)}: it does not hold what its fingerprint "
+    if job.failures:
+        raise UserError(f"{store.path}: {'; '.join(job.failures)}: it does not hold what its fingerprint "
                         f"says; delete it and run `vwwfast cache-teacher` again")
     names = ", ".join(Path(p).name for p in paths)
     out.print(f"OK: {store.path} holds {'teacher ' + names if len(paths) == 1 else 'the ensemble of ' + names}'s "
               f"logits")
-    return {"ok": True, "param_diff": param_diff, "rows": rows}
 
 
-def _member_paths(cfg, store) -> list[str]:
+def _member_paths(cfg: config.CacheTeacherConfig, store: TeacherCache) -> list[str]:
     """The checkpoint of each member (in the fingerprint's order): a --teacher whose sha256
     is the member's, else the path the store recorded; one that is not there, or not the
     member, is refused."""
