@@ -202,3 +202,32 @@ def test_kddata_leaves_the_holdout_out_and_hands_it_out_apart(synth_shards):
         assert x.shape == (12, 3, 32, 32) and y.dtype == torch.int64
     with KDData(synth_shards, input_size=32, renderer="decoded", decoded_size=48) as data:
         assert len(data.holdout) == 0 and list(data.holdout_batches(8)) == []
+
+
+# ---------------------------------------------------------------------------------------
+# What the records say of it
+
+@pytest.mark.usefixtures("quick_curves")
+def test_card_runs_and_diff_say_which_split_chose(tmp_path, capsys):
+    import io
+
+    from rich.console import Console
+
+    from conftest import T0, T1, cli, finished_run
+    from vwwfast.records.table import print_runs
+    runs = tmp_path / "runs"
+    on_val = finished_run(runs, C.DistillConfig(shards="s", alpha=0.0, tag="v"), T0, 0.80)
+    held = finished_run(runs, C.DistillConfig(shards="s", alpha=0.0, tag="h", holdout=100), T1,
+                        0.81, selected_on="holdout", best_holdout_acc=0.77)
+    assert "Best epoch chosen on val itself: the val acc is optimistic" in \
+        (on_val.path / "card.md").read_text()
+    assert "Best epoch chosen on the --holdout samples (accuracy 0.7700 there), never on val" in \
+        (held.path / "card.md").read_text()
+    console = Console(width=100, record=True, file=io.StringIO())
+    print_runs(runs, console=console)
+    text = console.export_text()
+    assert "° best epoch chosen on val itself: that val acc is optimistic" in text
+    row = next(line for line in text.splitlines() if line.startswith(on_val.short_id))
+    assert " 2° " in row
+    rc, _, out = cli(capsys, "runs", "--runs-dir", str(runs), "--diff", on_val.id, held.id)
+    assert rc == 0 and re.search(r"chosen on\s+val\s+holdout", out)

@@ -16,6 +16,8 @@ import yaml
 
 from vwwfast.fmt import fmt_bytes, fmt_count, fmt_delta, fmt_duration, fmt_metric, fmt_rate, fmt_value
 from vwwfast.records import stats
+from vwwfast.records.rows import selected_on
+from vwwfast.teach.description import TeacherDescription, TeacherModel
 from vwwfast.records.compare import REPLICATE_KEY, pair_runs, replicate_groups
 from vwwfast.records.runs import (
     Run,
@@ -64,7 +66,8 @@ def _status_line(run: Run, summary: dict, config: dict) -> str:
     if status == "finished":
         line = f"finished: {of} in {wall}"
         if summary.get("stopped_early"):
-            line += f" (stopped early: no better val accuracy for {config.get('patience')} epochs)"
+            line += (f" (stopped early: no better {selected_on(summary)} accuracy for "
+                     f"{config.get('patience')} epochs)")
         return line
     if status == "interrupted":
         cmd = summary.get("resume_command")
@@ -72,6 +75,16 @@ def _status_line(run: Run, summary: dict, config: dict) -> str:
     if status == "failed":
         return f"failed after {of}: {summary.get('error') or 'no error recorded'}"
     return f"{status}: {of} so far"
+
+
+def _chosen_on(summary: dict) -> str:
+    """Which split chose the best epoch, and what that makes of the val figure."""
+    if selected_on(summary) == "holdout":
+        held = summary.get("best_holdout_acc")
+        return (f"Best epoch chosen on the --holdout samples (accuracy "
+                f"{fmt_metric(held)} there), never on val: the val acc is only reported.")
+    return ("Best epoch chosen on val itself: the val acc is optimistic (the best of the "
+            "epochs' val figures); `--holdout N` chooses on training samples set apart.")
 
 
 def _result(summary: dict) -> list[str]:
@@ -84,6 +97,7 @@ def _result(summary: dict) -> list[str]:
              f"{fmt_rate(summary.get('img_per_s'))} | {fmt_duration(summary.get('wall_time_s'))} |"]
     cm = summary.get("confusion")
     n = sum(sum(row) for row in cm) if cm else None
+    lines += ["", _chosen_on(summary)]
     se = stats.binomial_se(summary["best_val_acc"], n)
     if se is not None:
         lines += ["", f"Val acc {fmt_metric(summary['best_val_acc'])} ± {se:.4f}: one binomial "
@@ -119,7 +133,8 @@ def _change(run: Run, config: dict, summary: dict) -> list[str]:
         lines += ["", f"Paired on the val images: {stats.in_words(pairing.result, 'this run')}."]
         lines += [f"- note: {w}" for w in pairing.warnings]
     else:
-        lines += ["", pairing.reason[:1].upper() + pairing.reason[1:] + "."]
+        reason = pairing.reason or "no paired test"
+        lines += ["", reason[:1].upper() + reason[1:] + "."]
     changes = config_changes(prev.config, config)
     lines += ["", "Settings changed:" if changes else "No setting changed.", ""]
     lines += [f"- {k}: {fmt_value(a)} -> {fmt_value(b)}" for k, a, b in changes]
@@ -155,41 +170,44 @@ def _teacher(summary: dict, config: dict, kind: Optional[str]) -> list[str]:
         return ["## Teacher", "", "None: a supervised student (alpha 0)." if not config.get("alpha")
                 else "Not recorded.", ""]
     lines = ["## Teacher", ""]
-    if t.get("members"):
-        lines.append(f"An ensemble of {len(t['members'])}: the log of their mean probability.")
+    d = TeacherDescription.from_dict(t)
+    if d.members:
+        lines.append(f"An ensemble of {len(d.members)}: the log of their mean probability.")
         lines.append("")
-        for k, m in enumerate(t["members"], 1):
+        for k, m in enumerate(d.members, 1):
             lines.append(f"- member {k}: {_teacher_run(m)}")
             lines.append(f"  - {_teacher_checkpoint(m)}")
     else:
-        lines += [f"- run: {_teacher_run(t)}", f"- {_teacher_checkpoint(t)}"]
-    if t.get("mode") == "cached":
-        store = f"`{t.get('store')}` ({t.get('views')} views, fingerprint {_sha(t.get('store_fingerprint'))})"
-        used = "" if t.get("logits_used", True) else "; its logits were not used (alpha 0)"
+        model = d.model or TeacherModel()
+        lines += [f"- run: {_teacher_run(model)}",
+                  f"- {_teacher_checkpoint(model, d.trained_input_size)}"]
+    if d.mode == "cached":
+        store = f"`{d.store}` ({d.views} views, fingerprint {_sha(d.store_fingerprint)})"
+        used = "" if d.logits_used else "; its logits were not used (alpha 0)"
         lines.append(f"- logits: cached in {store}{used}")
-        if t.get("val_acc") is not None:
-            lines.append(f"- teacher val acc on the store's val view: {fmt_metric(t['val_acc'])}")
-    elif t.get("mode") == "online":
+        if d.val_acc is not None:
+            lines.append(f"- teacher val acc on the store's val view: {fmt_metric(d.val_acc)}")
+    elif d.mode == "online":
         lines.append("- logits: online (the teacher ran on every training batch)")
     return lines + [""]
 
 
-def _teacher_run(t: dict) -> str:
-    if not t.get("run"):
+def _teacher_run(m: TeacherModel) -> str:
+    if not m.run:
         return "not known (a checkpoint made outside a vwwfast run)"
-    acc = t.get("run_val_acc")
-    return (f"[`{short_id(t['run'])}`](../{t['run']}/card.md)"
+    acc = m.run_val_acc
+    return (f"[`{short_id(m.run)}`](../{m.run}/card.md)"
             + (f", val acc {fmt_metric(acc)}" if acc is not None else ""))
 
 
-def _teacher_checkpoint(t: dict) -> str:
-    size, trained = t.get("input_size"), t.get("trained_input_size")
-    what = f"{t.get('arch') or '?'}" + (f" at {size} px" if size else "")
+def _teacher_checkpoint(m: TeacherModel, trained: Optional[int] = None) -> str:
+    size = m.input_size
+    what = f"{m.arch or '?'}" + (f" at {size} px" if size else "")
     if trained and size and trained != size:
-        what = f"{t.get('arch') or '?'} trained at {trained} px, run at {size} px"
-    if t.get("role") == "student":
+        what = f"{m.arch or '?'} trained at {trained} px, run at {size} px"
+    if m.role == "student":
         what += " (a student's checkpoint: self-distillation)"
-    return f"checkpoint: `{t.get('checkpoint') or '?'}` (sha256 {_sha(t.get('sha256'))}), {what}"
+    return f"checkpoint: `{m.checkpoint or '?'}` (sha256 {_sha(m.sha256)}), {what}"
 
 
 def _model(config: dict, summary: dict) -> list[str]:

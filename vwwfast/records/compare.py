@@ -126,7 +126,7 @@ def pair_runs(run_a: Run, run_b: Run, cache: Optional[PredictionCache] = None,
                        why=OTHER_VAL)
     (pa, why_a), (pb, why_b) = cache.get(run_a), cache.get(run_b)
     if pa is None or pb is None:
-        return Pairing(reason="no paired test: " + (why_a if pa is None else why_b),
+        return Pairing(reason=f"no paired test: {why_a if pa is None else why_b}",
                        why=NO_PREDICTIONS)
     out = pair_predictions(pa, pb, name_a, name_b)
     if out.result is not None:

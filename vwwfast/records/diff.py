@@ -80,6 +80,7 @@ def _results_table(ra: Row, rb: Row, delta: dict[str, Any]) -> Table:
     de = delta["best_epoch"]
     t.add_row("best epoch", str(ra["best_epoch"] or "-"), str(rb["best_epoch"] or "-"),
               "-" if de is None else f"{int(de):+d}")
+    t.add_row("chosen on", ra["selected_on"], rb["selected_on"], "")
     return t
 
 
@@ -88,6 +89,6 @@ def paired_text(d: dict[str, Any]) -> str:
     p = d["paired"]
     if p is None:
         return d["paired_reason"]
-    lines = [f"paired, image by image, on {p['n']:,} val images: a right and b wrong on "
+    lines = [f"paired, image by image, on {p['n']:,} val images (the report split): a right and b wrong on "
              f"{p['b']:,}, a wrong and b right on {p['c']:,}", p["in_words"]]
     return "\n".join(lines + [f"note: {w}" for w in p["warnings"]])

@@ -54,6 +54,7 @@ class Columns:
     cost: bool      # params and MACs
     files: bool     # the exported int8 file's flash and RAM
     cost_hidden: bool  # runs recorded costs that the plan leaves out
+    mixed_selection: bool = False  # some best epochs chosen on val, some on a holdout: mark
 
 
 def table_frame(wide: bool) -> dict[str, Any]:
@@ -69,11 +70,23 @@ def fmt_acc_se(acc: Optional[float], se: Optional[float]) -> str:
     return fmt_metric(acc) + ("" if se is None else f"±{se:.4f}")
 
 
+def _chosen_on(rows: list[Row]) -> str:
+    """Which split chose each run's best epoch: on val itself, its val acc is optimistic."""
+    on_val = [r for r in rows if r.get("val_acc") is not None and r.get("selected_on") == "val"]
+    if not on_val:
+        return "best epochs chosen on a --holdout: val acc is only reported"
+    if len(on_val) == sum(r.get("val_acc") is not None for r in rows):
+        return ("best epochs chosen on val itself: each val acc is optimistic (the best of its "
+                "epochs); --holdout N chooses on training samples set apart")
+    return ("° best epoch chosen on val itself: that val acc is optimistic; the others were "
+            "chosen on a --holdout")
+
+
 def noise_captions(rows: list[Row], marks: bool, wide: bool) -> list[str]:
     """What the ± and the marks mean, under the table."""
     sizes = {r.get("val_n") for r in rows if r.get("val_acc") is not None} - {None}
     on = f"{sizes.pop():,} val images" if len(sizes) == 1 else "each run's val images"
-    lines = [f"± one standard error of the val acc (binomial, {on})"]
+    lines = [f"± one standard error of the val acc (binomial, {on})", _chosen_on(rows)]
     if not marks:
         return lines
     bests = {r["kind"]: r for r in rows if (r.get("vs_best") or {}).get("mark") == "best"}
@@ -187,7 +200,9 @@ def _columns(rows: list[Row], plan: TablePlan) -> Columns:
                    marks=any(r.get("vs_best") for r in rows),
                    cost=plan.show_cost and costs,
                    files=plan.show_cost and any(r.get("flash_bytes") is not None for r in rows),
-                   cost_hidden=costs and not plan.show_cost)
+                   cost_hidden=costs and not plan.show_cost,
+                   mixed_selection=len({r.get("selected_on") for r in rows
+                                        if r.get("val_acc") is not None}) > 1)
 
 
 def _unique_ids(rows: list[Row]) -> list[str]:
@@ -285,13 +300,19 @@ def _result_cells(r: Row, wide: bool, cols: Columns) -> list[str]:
         cells = [acc, mark, fmt_p(vs["mcnemar_p"]) if "mcnemar_p" in vs else "-"]
     else:
         cells = [acc + (NARROW_MARK.get(mark, mark) or " " if cols.marks else "")]
-    cells += [str(r["best_epoch"] or "-"), fmt_metric(r["recall_0"], 3),
+    cells += [_best_epoch(r, rows_mixed=cols.mixed_selection), fmt_metric(r["recall_0"], 3),
               fmt_metric(r["recall_1"], 3)]
     if cols.cost:
         cells += [fmt_count(r.get("params")), fmt_count(r.get("macs"))]
     if cols.files:
         cells += [fmt_bytes(r.get("flash_bytes")), fmt_bytes(r.get("ram_bytes"))]
     return cells
+
+
+def _best_epoch(r: Row, rows_mixed: bool) -> str:
+    """The best epoch, marked ° where val chose it among runs of which some chose on a holdout."""
+    mark = "°" if rows_mixed and r.get("selected_on") == "val" and r["best_epoch"] else ""
+    return f"{r['best_epoch'] or '-'}{mark}"
 
 
 def _wide_cells(r: Row) -> list[str]:

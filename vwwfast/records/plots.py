@@ -107,7 +107,8 @@ def curves_figure(run: Run):
             ax.text(0.5, 0.5, "no epoch recorded", ha="center", va="center", transform=ax.transAxes)
 
     # loss terms as they enter the loss, named as the run recorded them (else by name)
-    labels = summary.get("loss_terms") if isinstance(summary.get("loss_terms"), dict) else {}
+    terms = summary.get("loss_terms")
+    labels: dict = terms if isinstance(terms, dict) else {}
     names = loss_terms(records)
     shown = [n for n in names if _nonzero(records, f"term_{n}")]
     if kd and shown:

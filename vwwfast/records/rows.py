@@ -14,6 +14,7 @@ from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_value
 from vwwfast.provenance import arch_short, model_short
 from vwwfast.records.runs import KINDS, NOISE, Run, find_runs, read_json, short_id
+from vwwfast.teach.description import TeacherDescription, TeacherModel
 
 # Settings of how a run is executed, not of what it learns: --wide shows them, the table not.
 EXECUTION = {"device", "compile", "renderer", "decoded_size", "decoded_budget_gb", "sweep_mode"}
@@ -24,18 +25,27 @@ Row = dict[str, Any]  # run_row's fields; --json writes them as they are
 
 
 def teacher_short(teacher: Optional[dict[str, Any]]) -> str:
-    """The teacher run in short: its short id, else its checkpoint's file (or run folder)."""
+    """The teacher run in short: its short id, else its checkpoint's file (or run folder);
+    an ensemble's members joined by '+'."""
     if not teacher:
         return "-"
-    if teacher.get("members"):  # an ensemble: its members, joined
-        return "+".join(teacher_short(m) for m in teacher["members"])
-    if teacher.get("run"):
-        return short_id(teacher["run"])
-    ckpt = teacher.get("checkpoint")
-    if not ckpt:
+    d = TeacherDescription.from_dict(teacher)
+    return "+".join(_model_short(m) for m in d.members or [d.model or TeacherModel()])
+
+
+def _model_short(m: TeacherModel) -> str:
+    if m.run:
+        return short_id(m.run)
+    if not m.checkpoint:
         return "?"
-    p = Path(str(ckpt).replace("\\", "/"))
+    p = Path(str(m.checkpoint).replace("\\", "/"))
     return short_id(p.parent.name) if p.name in ("model.pt", "last.pt") and p.parent.name else p.stem
+
+
+def selected_on(summary: dict[str, Any]) -> str:
+    """The split that chose a run's best epoch: 'holdout' (--holdout) or 'val' (a run
+    recorded before holdouts existed chose on val)."""
+    return summary.get("selected_on") or "val"
 
 
 def run_row(run: Run) -> Row:
@@ -46,6 +56,8 @@ def run_row(run: Run) -> Row:
             "status": s.get("status", "unknown"), "goal": c.get("note") or "",
             "started": s.get("started"), "ended": s.get("ended"),
             "val_acc": s.get("best_val_acc"), "best_epoch": s.get("best_epoch"),
+            # the split that chose best_epoch: val's figure is optimistic when val chose it
+            "selected_on": selected_on(s), "holdout_acc": s.get("best_holdout_acc"),
             "recall_0": s.get("recall_0"), "recall_1": s.get("recall_1"),
             "confusion": s.get("confusion"), "epochs_done": s.get("epochs_done"),
             "epochs": c.get("epochs"), "wall_time_s": s.get("wall_time_s"),
@@ -68,16 +80,22 @@ def _exported(run: Run) -> dict[str, Optional[int]]:
 
 
 def _teacher_run(t: Optional[dict[str, Any]]) -> Optional[str]:
-    if t and t.get("members"):
-        return "+".join(m.get("run") or "?" for m in t["members"])
-    return (t or {}).get("run")
+    if not t:
+        return None
+    d = TeacherDescription.from_dict(t)
+    if d.members:
+        return "+".join(m.run or "?" for m in d.members)
+    return d.model.run if d.model else None
 
 
 def _teacher_val_acc(t: Optional[dict[str, Any]]) -> Optional[float]:
     """The teacher run's val accuracy; an ensemble's own, on its store's val view."""
-    if t and t.get("members"):
-        return t.get("val_acc")
-    return (t or {}).get("run_val_acc")
+    if not t:
+        return None
+    d = TeacherDescription.from_dict(t)
+    if d.members:
+        return d.val_acc
+    return d.model.run_val_acc if d.model else None
 
 
 def by_val_acc(rows: list[Row]) -> list[Row]:

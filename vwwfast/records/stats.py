@@ -13,7 +13,7 @@ One accuracy's own noise is its binomial standard error sqrt(acc (1 - acc) / n).
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -67,7 +67,7 @@ def paired_ci95(b: int, c: int, n: int) -> tuple[float, float]:
     return diff - half, diff + half
 
 
-def discordant(right_a: Sequence[bool], right_b: Sequence[bool]) -> tuple[int, int, int]:
+def discordant(right_a: Union[Sequence[bool], np.ndarray], right_b: Union[Sequence[bool], np.ndarray]) -> tuple[int, int, int]:
     """(n, b, c) from two runs' per-image correctness on the same images, in the same order:
     b = A right and B wrong, c = A wrong and B right."""
     a, bb = np.asarray(right_a, bool), np.asarray(right_b, bool)
@@ -76,7 +76,7 @@ def discordant(right_a: Sequence[bool], right_b: Sequence[bool]) -> tuple[int, i
     return int(a.size), int(np.sum(a & ~bb)), int(np.sum(~a & bb))
 
 
-def paired_comparison(right_a: Sequence[bool], right_b: Sequence[bool]) -> dict:
+def paired_comparison(right_a: Union[Sequence[bool], np.ndarray], right_b: Union[Sequence[bool], np.ndarray]) -> dict:
     """Everything the paired test says about run B against run A on the same n images:
     n, b, c, acc_a, acc_b, diff (acc_b - acc_a), ci95 [low, high], mcnemar_p."""
     n, b, c = discordant(right_a, right_b)
