@@ -63,7 +63,7 @@ def test_sweep_under_torchrun(synth_shards, small_teacher, tmp_path):
     r = torchrun("distill", "--shards", str(synth_shards), "--input-size", "32", "--epochs", "2",
                  "--batch-size", "16", "--renderer", "decoded", "--decoded-size", "48",
                  "--teacher-mode", "online", "--teacher", small_teacher, "--alpha", "0,0.5",
-                 "--runs-dir", str(tmp_path / "runs"))
+                 "--holdout", "16", "--runs-dir", str(tmp_path / "runs"))
     assert r.returncode == 0, r.stderr[-2000:]
     runs = [p for p in (tmp_path / "runs").iterdir() if (p / "config.yaml").is_file()]
     sweeps = [p for p in (tmp_path / "runs").iterdir() if (p / "sweep.json").is_file()]
@@ -77,3 +77,9 @@ def test_sweep_under_torchrun(synth_shards, small_teacher, tmp_path):
         preds = read_predictions(run / "predictions.csv")
         assert preds.keys.tolist() == [f"{i:09d}" for i in range(48)]
         assert preds.confusion() == json.loads((run / "summary.json").read_text())["confusion"]
+        # the holdout's predictions gathered from both ranks, each epoch; no rank trained on
+        # it (the 80 samples left give each rank 40: 2 full batches of 16 an epoch)
+        from vwwfast.records.selection import read as read_selection
+        sel = read_selection(run)
+        assert len(sel.indices) == 16 and sel.epochs == [1, 2]
+        assert [l["holdout_acc"] for l in lines] == pytest.approx(sel.accuracy().tolist())
