@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import torch
@@ -12,6 +13,9 @@ from torch import nn
 from vwwfast.constants import CLASSES, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES
 from vwwfast.errors import UserError
 from vwwfast.provenance import __version__
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 
 def _check_arch(arch: str) -> None:
@@ -60,7 +64,7 @@ def set_bn_momentum(model: nn.Module, momentum: float) -> None:
             m.momentum = momentum
 
 
-def imagenet_weights_file(arch: str) -> tuple[object, Path]:
+def imagenet_weights_file(arch: str) -> tuple[WeightsEnum, Path]:
     """torchvision's default ImageNet weights of `arch` and the file its weights API reads
     them from: $TORCH_HOME/hub/checkpoints/<the file of the weights' url> (torch.hub)."""
     import torchvision

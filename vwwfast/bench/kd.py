@@ -168,15 +168,19 @@ def _ratios(results: dict, students: int, suffixes: list) -> dict:
     for sfx in suffixes:
         name = sfx.replace("_", " ")  # "" or " compiled"
         rate = lambda path: results.get(f"{path}{sfx}_img_per_s")  # noqa: E731
-        c = rate("cached")
+        # the cached path runs with every student step, and a lone student before any sweep
+        c, lone = rate("cached"), rate("lone_student")
         for other, label in (("conventional", "conventional"), ("online", "online"),
                              ("student_bound", "bound")):
             if rate(other):
+                assert c is not None, "the cached path is timed with every student step"
                 out[f"cached{name}/{label}{name}"] = c / rate(other)
         if rate("sweep_student"):  # student-epochs per second: a sweep of K against K separate runs
-            out[f"sweep{students}/separate{name}"] = rate("sweep_student") / rate("lone_student")
+            assert lone is not None, "a lone student is timed before every sweep"
+            out[f"sweep{students}/separate{name}"] = rate("sweep_student") / lone
         if rate("sweep_stacked_student"):
-            out[f"sweep{students} stacked/separate{name}"] = rate("sweep_stacked_student") / rate("lone_student")
+            assert lone is not None, "a lone student is timed before every sweep"
+            out[f"sweep{students} stacked/separate{name}"] = rate("sweep_stacked_student") / lone
     if "teacher_cache_img_per_s" in results:
         out["cache-teacher/teacher-bound"] = results["teacher_cache_img_per_s"] / results["teacher_bound_img_per_s"]
     if "_compiled" in suffixes:
@@ -348,7 +352,7 @@ def _bench_sweep(cfg, results, renderer, paths, compiled: bool) -> None:
         info(f"cached KD, {k}{how} student{'s' if k > 1 else ''} of the trainer on each batch"
              f"{_says(sfx)}")
         stepper = Stacked(students) if stack else None
-        step = stepper.step if stack else (lambda x, y, z: [s.step(x, y, z) for s in students])
+        step = stepper.step if stepper is not None else (lambda x, y, z: [s.step(x, y, z) for s in students])
         x, y, z = paths.resident()
         step(x, y, z)  # compiles, when compiled: not timed
         timer = _Timer(paths.device)

@@ -58,6 +58,7 @@ def encode_image(path: str | bytes, size: int, quality: int,
     scale when that still leaves the short side at least `size` (PIL's `draft`): much less
     work for a large photo, and a DCT-domain reduction before the final resize."""
     from PIL import Image, ImageOps, UnidentifiedImageError
+    im: Image.Image  # the opened file, then the transposed RGB copy
     try:
         with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
             orig_w, orig_h = im.size
@@ -81,7 +82,7 @@ def encode_image(path: str | bytes, size: int, quality: int,
     if short > size:  # never upscale
         scale = size / short
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
-        im = im.resize((w, h), Image.BILINEAR, reducing_gap=None)
+        im = im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=quality, optimize=False, progressive=False)
     return buf.getvalue(), orig_w, orig_h, w, h
@@ -142,8 +143,8 @@ class ShardWriter:
         self.shards: list[dict] = []
         self.rows = _Growing(SAMPLE_TABLE)
         self.columns = list(columns) if columns is not None else None
-        self._cols = _Growing(np.int8, len(self.columns)) if columns is not None else None
-        self._tar = None
+        self._cols = _Growing(np.int8, len(self.columns)) if self.columns is not None else None
+        self._tar: tarfile.TarFile | None = None
         self._idx_lines: list[str] = []
 
     def __len__(self) -> int:
@@ -161,6 +162,7 @@ class ShardWriter:
         key = f"{index:0{KEY_DIGITS}d}"
         cls = str(label).encode()
         js = json.dumps(meta, sort_keys=True).encode()
+        assert self._tar is not None, "a tar is open from a split's first sample on"
         parts = []
         for ext, data in (("jpg", jpeg), ("cls", cls), ("json", js)):
             off = _tar_member(self._tar, f"{key}.{ext}", data)

@@ -18,6 +18,7 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ from vwwfast.fmt import fmt_metric
 from vwwfast.train.evaluate import evaluate
 from vwwfast.train.metrics import confusion_matrix, summarize
 
+if TYPE_CHECKING:
+    from vwwfast.records.runs import Run
+
 SHEET_COLUMNS = 8  # mistakes shown per kind
 
 
@@ -48,7 +52,7 @@ SHEET_COLUMNS = 8  # mistakes shown per kind
 class ModelRef:
     path: Path           # the file to load
     kind: str            # "checkpoint", "onnx" or "tflite"
-    run: object = None   # the runs.Run it belongs to, when named by run
+    run: Run | None = None  # the runs.Run it belongs to, when named by run
 
 
 def resolve_model_ref(ref: str, runs_dir) -> ModelRef:
@@ -71,7 +75,7 @@ def resolve_model_ref(ref: str, runs_dir) -> ModelRef:
     return ModelRef(model, "checkpoint", run)
 
 
-def _run_above(path: Path):
+def _run_above(path: Path) -> Run | None:
     """The run a file sits in: RUN/model.pt or RUN/export/model.onnx."""
     from vwwfast.records.runs import Run
     for folder in (path.resolve().parent, path.resolve().parent.parent):
@@ -140,6 +144,7 @@ def evaluate_command(cfg: C.EvalConfig) -> dict:
     if cfg.predictions:
         write_predictions(Path(cfg.predictions), data.split, m, columns)
     if left_out:  # the main set's figures: the distance-only samples are the far subset's alone
+        assert main is not None, "left_out counts the rows main_mask leaves out"
         keep = main[m["indices"]]
         m.update(summarize(confusion_matrix(torch.from_numpy(m["preds"][keep]),
                                             torch.from_numpy(m["labels"][keep]))))
@@ -206,6 +211,7 @@ def sample_meta(split) -> dict[str, dict]:
             for member in tar:
                 if member.isfile() and member.name.endswith(".json"):
                     f = tar.extractfile(member)
+                    assert f is not None, "extractfile gives a regular file's stream"
                     try:
                         out[member.name[:-5]] = json.loads(f.read())
                     except ValueError:

@@ -200,6 +200,7 @@ def export_command(cfg: C.ExportConfig) -> dict:
     config = ckpt.get("config") or (ref.run.config if ref.run else {})
     shards_path = cfg.shards or config.get("shards")
     shards = open_shards(shards_path, given=bool(cfg.shards), what=str(ref.path))
+    assert shards_path, "open_shards refuses a run without shards"
     size = ckpt["input_size"]
     out = Path(cfg.out) if cfg.out else (ref.run.path if ref.run else ref.path.parent) / "export"
     meta = model_meta(ckpt, ref.path.resolve(), ref.run, str(Path(shards_path).resolve()))
@@ -239,12 +240,15 @@ def export_command(cfg: C.ExportConfig) -> dict:
     if "tflite" in formats:
         from vwwfast.deploy import tflite
     report["files"] = files
-    report["quantization"] = None if not cfg.int8 else {
-        "calibration_views": int(len(calib)), "calibration_seed": CALIB_SEED,
-        "calibration_source": "the run's training views (epoch 1, then 2, ...), rendered with "
-                              "its renderer settings",
-        **({"onnx": onnx_settings()} if "onnx" in formats else {}),
-        **({"tflite": tflite.settings()} if "tflite" in formats else {})}
+    report["quantization"] = None
+    if cfg.int8:
+        assert calib is not None, "--int8 renders the calibration views above"
+        report["quantization"] = {
+            "calibration_views": int(len(calib)), "calibration_seed": CALIB_SEED,
+            "calibration_source": "the run's training views (epoch 1, then 2, ...), rendered with "
+                                  "its renderer settings",
+            **({"onnx": onnx_settings()} if "onnx" in formats else {}),
+            **({"tflite": tflite.settings()} if "tflite" in formats else {})}
     report["warnings"] = _warnings(report)
     write_atomic(out / "export.json", (json.dumps(report, indent=1) + "\n").encode())
     _print(report, out)

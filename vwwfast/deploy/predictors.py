@@ -196,4 +196,5 @@ def tflite_predictor(path):
 
 def cpu_copy(model: torch.nn.Module) -> torch.nn.Module:
     model = getattr(model, "_orig_mod", model)
-    return copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    return copy.deepcopy(model).to(  # type: ignore[call-overload]  # torch's stub: no device + memory_format
+        "cpu", memory_format=torch.contiguous_format).float().eval()

@@ -54,9 +54,9 @@ def decode_whole(reader, n: int, size: int, device: torch.device, batch: int):
     from nvidia.dali import fn, types
     pipe = _pipeline(batch, device, min(8, os.cpu_count() or 1))
     with pipe:
-        enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
+        enc = fn.external_source(name="enc", dtype=types.DALIDataType.UINT8, ndim=1)
         img = fn.decoders.image(enc, device="mixed" if device.type == "cuda" else "cpu",
-                                output_type=types.RGB)
+                                output_type=types.DALIImageType.RGB)
         pipe.set_outputs(fn.resize(img, resize_x=size, resize_y=size, antialias=True))
     pipe.build()
     for start in range(0, n, batch):
@@ -83,14 +83,15 @@ class DaliRenderer(Renderer):
         from nvidia.dali import fn, types
         pipe = _pipeline(batch_size, self.device, self.threads)
         with pipe:
-            enc = fn.external_source(name="enc", dtype=types.UINT8, ndim=1)
-            start = fn.external_source(name="start", dtype=types.FLOAT, ndim=1)
-            shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)
-            flip = fn.external_source(name="flip", dtype=types.INT32, ndim=0)
+            enc = fn.external_source(name="enc", dtype=types.DALIDataType.UINT8, ndim=1)
+            start = fn.external_source(name="start", dtype=types.DALIDataType.FLOAT, ndim=1)
+            shape = fn.external_source(name="shape", dtype=types.DALIDataType.FLOAT, ndim=1)
+            flip = fn.external_source(name="flip", dtype=types.DALIDataType.INT32, ndim=0)
             img = fn.decoders.image_slice(enc, rel_start=start, rel_shape=shape,
                                           device="mixed" if self.cuda else "cpu",
-                                          output_type=types.RGB)
-            img = fn.resize(img, resize_x=size, resize_y=size, antialias=True)
+                                          output_type=types.DALIImageType.RGB)
+            img = fn.resize(  # type: ignore[assignment]  # a DataNode: DALI's stub adds save_attrs' forms
+                img, resize_x=size, resize_y=size, antialias=True)
             img = fn.flip(img, horizontal=flip)
             pipe.set_outputs(img)
         pipe.build()

@@ -156,8 +156,8 @@ class DecodedRenderer(Renderer):
         self.decoder = decoder or decoder_name(self.device)
         self._hash = content_hash or split_fingerprint(split)
         self._show = show_progress
-        self._pool = None      # the CPU path's threads
-        self._x = None         # ... and its float buffer, reused: no fresh pages per batch
+        self._pool: ThreadPoolExecutor | None = None  # the CPU path's threads
+        self._x: torch.Tensor | None = None  # ... and its float buffer, reused: no fresh pages per batch
         t0 = time.perf_counter()
         if cache_dir is not None:
             self.cache, source = self._from_file(Path(cache_dir))
@@ -306,14 +306,16 @@ class DecodedRenderer(Renderer):
         def run():
             for k in todo:
                 img = Image.frombuffer("RGB", (S, S), cache[indices[k]], "raw", "RGB", 0, 1)
-                img = img.resize((size, size), Image.BILINEAR, box=boxes[k])
+                img = img.resize((size, size), Image.Resampling.BILINEAR, box=boxes[k])
                 if flips[k]:
                     img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                 views[k] = np.asarray(img)
         threads = min(8, os.cpu_count() or 1)
         if self._pool is None and threads > 1:
             self._pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="vwwfast-decoded")
-        done = [self._pool.submit(run) for _ in range(min(threads, n) - 1)]
+        # no pool on one core, where no more threads are asked for
+        done = ([self._pool.submit(run) for _ in range(min(threads, n) - 1)]
+                if self._pool is not None else [])
         run()  # this thread works too; PIL releases the GIL while it resamples
         for f in done:
             f.result()

@@ -6,15 +6,24 @@ from __future__ import annotations
 import queue
 import threading
 from contextlib import nullcontext
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 
-from vwwfast.data.render.base import Renderer
 
 
-def iterate(renderer: Renderer, order: np.ndarray, params_for: Callable[[np.ndarray], object],
+class BatchRenderer(Protocol):
+    """What `iterate` uses of a renderer: a Renderer (vwwfast.data.render.base), or a
+    MixingRenderer (vwwfast.data.mixing) around one."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def render(self, indices: np.ndarray, params, size: int, /, dtype=None): ...
+
+
+def iterate(renderer: BatchRenderer, order: np.ndarray, params_for: Callable[[np.ndarray], object],
             batch_size: int, size: int, prefetch: int = 2, dtype=None,
             ) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """Yield (x, y, idx) batches of `order` rendered `prefetch` batches ahead in a

@@ -27,7 +27,7 @@ def view_pil(img: Image.Image, p: np.ndarray, size: int) -> Image.Image:
     W, H = img.size
     y0, x0, h, w = (float(p[COL[c]]) for c in ("y0", "x0", "h", "w"))
     box = (x0 * W, y0 * H, (x0 + w) * W, (y0 + h) * H)
-    out = img.resize((size, size), Image.BILINEAR, box=box)
+    out = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
     if p[COL["flip"]] >= 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return out
@@ -45,7 +45,7 @@ def decode_whole(reader, n: int, size: int, device, batch: int):
     images resized to size x size (antialiased), samples 0..n-1 in order, a thread per core."""
     def whole(jpeg: bytes) -> np.ndarray:
         with Image.open(BytesIO(jpeg)) as im:
-            return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+            return np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR))
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, n, batch):
             idx = np.arange(start, min(start + batch, n))

@@ -190,7 +190,8 @@ def _read_archive(path: str, lookup: Lookup, spill: _Spill, size: int, quality: 
                 member = tar.next()
                 if member is None:
                     break
-                tar.members = []  # a stream keeps every header it read: drop them (memory)
+                # a stream keeps every header it read: drop them (memory)
+                tar.members = []  # type: ignore[attr-defined]  # TarFile's, not in typeshed's stub
                 spill.progress(raw.tell())
                 if not member.isfile():
                     continue
@@ -205,7 +206,9 @@ def _read_archive(path: str, lookup: Lookup, spill: _Spill, size: int, quality: 
                 elif member.size > MAX_IMAGE_BYTES:
                     spill.record(pos, f"larger than {MAX_IMAGE_BYTES >> 20} MiB ({member.size:,} bytes)")
                 else:
-                    data = tar.extractfile(member).read()
+                    stream = tar.extractfile(member)
+                    assert stream is not None, "extractfile gives a regular file's stream"
+                    data = stream.read()
                     if len(data) != member.size:
                         raise tarfile.ReadError("unexpected end of data")
                     spill.record(pos, encode_image(data, size, quality, draft=True))

@@ -221,7 +221,8 @@ class Canvas:
 
 
 def _c(colour) -> tuple[int, int, int]:
-    return tuple(min(255, max(0, int(v))) for v in colour)
+    r, g, b = (min(255, max(0, int(v))) for v in colour)
+    return r, g, b
 
 
 def _log_uniform(rng, lo: float, hi: float) -> float:
@@ -254,7 +255,7 @@ def background(rng, w: int, h: int) -> np.ndarray:
         img = np.where(below[None], ground, img)
     sigma, grid = rng.uniform(5, 18), (int(rng.integers(3, 10)), int(rng.integers(3, 10)), 3)
     small = np.clip(rng.normal(128, sigma, grid), 0, 255).astype(np.uint8)
-    blotches = Image.fromarray(small).resize((w, h), Image.BILINEAR)
+    blotches = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
     shade = rng.random((h, w), dtype=np.float32)
     shade *= rng.uniform(4, 20)
     shade -= 128  # the blotches are centred on 128

@@ -21,7 +21,7 @@ import csv
 import os
 import re
 import shutil
-from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +86,9 @@ def read_csv(path: Path, split: str, header: tuple) -> CsvTable:
     want = ",".join(header)
     if not path.is_file():
         raise UserError(f"{path} not found: --wake-vision DIR needs it, with the header '{want}'")
-    names, chunks, values = [], [], []
+    names: list[bytes] = []
+    values: list[int] = []
+    chunks: list[tuple[np.ndarray, np.ndarray]] = []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         first = next(reader, None)
@@ -158,7 +160,7 @@ def merge_tables(tables: dict) -> Labels:
     first = np.ones(len(names), bool)
     first[1:] = names[1:] != names[:-1]
     winner = np.maximum.accumulate(np.where(first, np.arange(len(names)), 0))
-    not_sharded = []
+    not_sharded: list[dict] = []
     for code, s in enumerate(SPLITS):
         if s not in tables:
             continue
@@ -229,7 +231,8 @@ def folder_units(root: Path, labels: Labels, salt: str, skip: Path) -> tuple[lis
     lookup = labels.lookup
     where = np.full(len(labels.names), -1, np.int32)
     dirs: list[str] = []
-    no_csv, no_csv_first, duplicates = 0, [], []
+    no_csv, duplicates = 0, []
+    no_csv_first: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and Path(dirpath, d).resolve() != skip)
@@ -294,7 +297,7 @@ def write_wake_vision(root, out_dir, *, train: str = "quality", size: int = 224,
     found_archives = find_archives(root)
     if found_archives:
         units = [A.archive_unit(p, salt) for p in found_archives]
-        walk = {"no_csv": 0, "no_csv_first": [], "duplicates": [], "files": 0}
+        walk: dict = {"no_csv": 0, "no_csv_first": [], "duplicates": [], "files": 0}
         info(f"reading {len(units)} archives in {root} ({sum(u.nbytes for u in units) / 2**30:,.1f} GiB), "
              f"streamed")
     else:
@@ -367,7 +370,8 @@ def _read_units(units, spill_dir: Path, lookup_dir: str, size: int, quality: int
                     summaries[u.key] = A.read_unit(u, *args)
                     advance(u.nbytes)
                 return summaries
-            pending, queue, shown, finished = {}, iter(todo), 0, 0
+            pending: dict[Future[dict], A.Unit] = {}
+            queue, shown, finished = iter(todo), 0, 0
             while True:
                 while len(pending) < 2 * workers:
                     u = next(queue, None)
@@ -376,8 +380,8 @@ def _read_units(units, spill_dir: Path, lookup_dir: str, size: int, quality: int
                     pending[pool.submit(A.read_unit, u, *args)] = u
                 if not pending:
                     return summaries
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in done:
+                completed, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in completed:
                     u = pending.pop(f)
                     summaries[u.key] = f.result()
                     finished += u.nbytes
@@ -399,7 +403,8 @@ def _merge(units, summaries, labels: Labels, out: Path, spill_dir: Path, per_sha
     writers = {s: ShardWriter(out, s, per_shard, labels.tables[s].columns + [DISTANCE_ONLY])
                for s in SPLITS}
     seen = np.zeros(len(labels.names), bool)
-    skipped, twice = [], {s: [] for s in SPLITS}
+    skipped: list[dict] = []
+    twice: dict[str, list[str]] = {s: [] for s in SPLITS}
     total = sum(summaries[u.key]["encoded"] + summaries[u.key]["unreadable"] for u in units)
     with bar("shard", total, enabled=show_progress) as advance:
         for u in units:
