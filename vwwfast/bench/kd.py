@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -76,16 +77,8 @@ class _Timer:
 
 
 def bench_kd(cfg: C.BenchKDConfig) -> dict:
-    from vwwfast.data.epochs import epoch_order
-    from vwwfast.data.render.factory import make_renderer
-    from vwwfast.data.shards import ShardSet
-    from vwwfast.data.split import budget_bytes
-    from vwwfast.data.views import view_params
-    from vwwfast.viewspec import ViewSpec
+    """Every path timed in one run (see the module docstring), printed as img/s and ratios."""
     from vwwfast.devices import resolve_device
-    from vwwfast.models import model_from_checkpoint
-    from vwwfast.progress import print_table
-    from vwwfast.teach.cache import TeacherCache
     from vwwfast.train.student import compile_wanted
 
     C.require(cfg, "shards", "teacher", "cache")
@@ -95,6 +88,37 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
     compiled = compile_wanted(cfg.compile, device)
     if cfg.stack_students == "on" and cfg.students < 2:
         raise UserError("--stack-students on needs --students 2 or more (a sweep to stack)")
+    paths, shards, tsize = _setup(cfg, device)
+    results: dict = {}
+    # The student step of every path: eager, and the trainer's compiled step with --compile
+    steps = {"": _eager_step(device)}
+    if compiled:
+        steps["_compiled"] = _compiled_step(cfg, device, paths, results)
+    for suffix, step in steps.items():
+        results[f"student_bound{suffix}_img_per_s"] = paths.student_bound(step, suffix)
+    if cfg.paths == "all":
+        results["teacher_bound_img_per_s"] = paths.teacher_bound(tsize)
+    names = _time_pipelines(cfg, device, paths, shards, tsize, steps, results, compiled)
+    results.update({
+        "device": device_name(device), "renderer": names[0], "teacher_renderer": names[1],
+        "teacher_input_size": tsize, "student_input_size": STUDENT_SIZE,
+        "batch_size": cfg.batch_size, "timed_batches": cfg.batches, "paths": cfg.paths,
+        "compiled": compiled, "stack_students": cfg.stack_students,
+    })
+    results["ratios"] = _ratios(results, cfg.students, list(steps))
+    _report(cfg, results, tsize)
+    return results
+
+
+def _setup(cfg: C.BenchKDConfig, device) -> tuple["_Paths", Any, int]:
+    """The shards, the store and the teacher, and what every path times on: (paths,
+    shards, the teacher's input size)."""
+    from vwwfast.data.epochs import epoch_order
+    from vwwfast.data.shards import ShardSet
+    from vwwfast.data.views import view_params
+    from vwwfast.models import model_from_checkpoint
+    from vwwfast.teach.cache import TeacherCache
+    from vwwfast.viewspec import ViewSpec
     shards = ShardSet.open(cfg.shards)
     split = shards.split("train")
     store = TeacherCache(cfg.cache)
@@ -108,18 +132,16 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
               if store.plain else store.params()[0])
     table = torch.from_numpy(store.logits()[0]).to(device)
     teacher = teacher.to(memory_format=FMT)
-    paths = _Paths(cfg, device, teacher, table, params, order)
+    return _Paths(cfg, device, teacher, table, params, order), shards, tsize
 
-    results: dict = {}
-    # The student step of every path: eager, and the trainer's compiled step with --compile
-    steps = {"": _eager_step(device)}
-    if compiled:
-        steps["_compiled"] = _compiled_step(cfg, device, paths, results)
-    for suffix, step in steps.items():
-        results[f"student_bound{suffix}_img_per_s"] = paths.student_bound(step, suffix)
-    if cfg.paths == "all":
-        results["teacher_bound_img_per_s"] = paths.teacher_bound(tsize)
 
+def _time_pipelines(cfg: C.BenchKDConfig, device, paths: "_Paths", shards, tsize: int,
+                    steps: dict, results: dict, compiled: bool) -> tuple[str, str | None]:
+    """The paths that render views (cached, online, teacher cache, conventional, a sweep)
+    into `results`; the names of the student's and the teacher's renderers."""
+    from vwwfast.data.render.factory import make_renderer
+    from vwwfast.data.split import budget_bytes
+    split = shards.split("train")
     student_r = make_renderer(cfg.renderer, split, device=device, decoded_size=cfg.decoded_size,
                               budget_bytes=budget_bytes(cfg), out_size=STUDENT_SIZE,
                               cache_dir=shards.root, content_hash=shards.content_hash)
@@ -142,23 +164,18 @@ def bench_kd(cfg: C.BenchKDConfig) -> dict:
         for r in (student_r, teacher_r):
             if r is not None:
                 r.close()
+    return student_r.name, teacher_r.name if teacher_r else None
 
-    results.update({
-        "device": device_name(device),
-        "renderer": student_r.name, "teacher_renderer": teacher_r.name if teacher_r else None,
-        "teacher_input_size": tsize, "student_input_size": STUDENT_SIZE,
-        "batch_size": B, "timed_batches": cfg.batches, "paths": cfg.paths, "compiled": compiled,
-        "stack_students": cfg.stack_students,
-    })
-    results["ratios"] = _ratios(results, cfg.students, list(steps))
-    print_table(f"bench kd on {results['device']} (batch {B}, {cfg.batches} timed batches, "
-                f"teacher {tsize} px, renderer {student_r.name})", ["path", "img/s"],
+
+def _report(cfg: C.BenchKDConfig, results: dict, tsize: int) -> None:
+    from vwwfast.progress import print_table
+    print_table(f"bench kd on {results['device']} (batch {cfg.batch_size}, {cfg.batches} timed "
+                f"batches, teacher {tsize} px, renderer {results['renderer']})", ["path", "img/s"],
                 [(k.removesuffix("_img_per_s"), f"{v:,.0f}") for k, v in results.items()
                  if k.endswith("_img_per_s")])
     print_table("ratios", ["ratio", "value"], [(k, f"{v:.2f}") for k, v in results["ratios"].items()])
     if cfg.json:
         Path(cfg.json).write_text(json.dumps(results, indent=1))
-    return results
 
 
 def _ratios(results: dict, students: int, suffixes: list) -> dict:

@@ -177,20 +177,12 @@ def calibration_views(shards, config: dict, n: int, device, size: int) -> np.nda
 def export_command(cfg: C.ExportConfig) -> dict:
     from vwwfast.data.split import SplitData
     from vwwfast.deploy.evaluate import open_shards, resolve_model_ref
-    from vwwfast.deploy.predictors import load_model
     from vwwfast.devices import resolve_device
     from vwwfast.models import model_from_checkpoint
     from vwwfast.progress import info
     from vwwfast.train.evaluate import evaluate
 
-    C.require(cfg, "run")
-    formats = parse_formats(cfg.format)
-    if cfg.qat_epochs:
-        raise UserError("--qat-epochs is not implemented yet; export without it and read the "
-                        "int8 accuracy in export.json (docs/EXPORT.md says what helps)")
-    if "tflite" in formats:
-        from vwwfast.deploy.predictors import require_tflite
-        require_tflite()
+    formats = _checked_formats(cfg)
     ref = resolve_model_ref(cfg.run, cfg.runs_dir)
     if ref.kind != "checkpoint":
         raise UserError(f"{cfg.run} is already an exported file; export takes a run folder, "
@@ -221,34 +213,14 @@ def export_command(cfg: C.ExportConfig) -> dict:
               "shards": meta["shards"], "shards_content_hash": shards.content_hash,
               "split": "val", "center_crop": center_crop, "batch_size": cfg.batch_size,
               "budgets": {"max_flash": cfg.max_flash, "max_ram": cfg.max_ram}}
-    files: dict[str, dict] = {}
     try:
         float_m = evaluate(model, val, cfg.batch_size, center_crop, outputs=True)
         report["float"] = {"file": ref.path.name, "format": "pytorch", "precision": "float32",
                            "path": meta["checkpoint"], "bytes": ref.path.stat().st_size, **_metrics(float_m)}
-        for name, (fmt, precision, figures) in written.items():
-            path = out / name
-            loaded = load_model(path, device)
-            m = evaluate(loaded.predict, val, cfg.batch_size, center_crop, outputs=True)
-            same = m["preds"] == float_m["preds"]  # the same samples in the same order
-            files[name] = {"file": name, "format": fmt, "precision": precision, "path": str(path.resolve()),
-                           "bytes": path.stat().st_size, **figures, **_metrics(m),
-                           "drop_vs_float": _drop(float_m, m),
-                           "agreement_with_float": float(same.mean()) if len(same) else None}
+        report["files"] = _score_files(cfg, written, out, val, float_m, center_crop, device)
     finally:
         val.close()
-    if "tflite" in formats:
-        from vwwfast.deploy import tflite
-    report["files"] = files
-    report["quantization"] = None
-    if cfg.int8:
-        assert calib is not None, "--int8 renders the calibration views above"
-        report["quantization"] = {
-            "calibration_views": int(len(calib)), "calibration_seed": CALIB_SEED,
-            "calibration_source": "the run's training views (epoch 1, then 2, ...), rendered with "
-                                  "its renderer settings",
-            **({"onnx": onnx_settings()} if "onnx" in formats else {}),
-            **({"tflite": tflite.settings()} if "tflite" in formats else {})}
+    report["quantization"] = _quantization(cfg, calib, formats)
     report["warnings"] = _warnings(report)
     write_atomic(out / "export.json", (json.dumps(report, indent=1) + "\n").encode())
     _print(report, out)
@@ -256,6 +228,52 @@ def export_command(cfg: C.ExportConfig) -> dict:
         from vwwfast.records.report import write_report
         write_report(ref.run)  # the card's Export section reads RUN/export/export.json
     return report
+
+
+def _checked_formats(cfg: C.ExportConfig) -> list[str]:
+    """The formats asked for, refused in one line before any work where they cannot be made."""
+    C.require(cfg, "run")
+    formats = parse_formats(cfg.format)
+    if cfg.qat_epochs:
+        raise UserError("--qat-epochs is not implemented yet; export without it and read the "
+                        "int8 accuracy in export.json (docs/EXPORT.md says what helps)")
+    if "tflite" in formats:
+        from vwwfast.deploy.predictors import require_tflite
+        require_tflite()
+    return formats
+
+
+def _score_files(cfg: C.ExportConfig, written: dict, out: Path, val, float_m: dict,
+                 center_crop: bool, device) -> dict[str, dict]:
+    """Each written file scored on val with the checkpoint's eval, against the float model."""
+    from vwwfast.deploy.predictors import load_model
+    from vwwfast.train.evaluate import evaluate
+    files: dict[str, dict] = {}
+    for name, (fmt, precision, figures) in written.items():
+        path = out / name
+        loaded = load_model(path, device)
+        m = evaluate(loaded.predict, val, cfg.batch_size, center_crop, outputs=True)
+        same = m["preds"] == float_m["preds"]  # the same samples in the same order
+        files[name] = {"file": name, "format": fmt, "precision": precision, "path": str(path.resolve()),
+                       "bytes": path.stat().st_size, **figures, **_metrics(m),
+                       "drop_vs_float": _drop(float_m, m),
+                       "agreement_with_float": float(same.mean()) if len(same) else None}
+    return files
+
+
+def _quantization(cfg: C.ExportConfig, calib, formats: list[str]) -> dict | None:
+    """How the int8 files were calibrated; None without --int8."""
+    if not cfg.int8:
+        return None
+    assert calib is not None, "--int8 renders the calibration views"
+    tflite_settings = {}
+    if "tflite" in formats:
+        from vwwfast.deploy import tflite
+        tflite_settings = {"tflite": tflite.settings()}
+    return {"calibration_views": int(len(calib)), "calibration_seed": CALIB_SEED,
+            "calibration_source": "the run's training views (epoch 1, then 2, ...), rendered with "
+                                  "its renderer settings",
+            **({"onnx": onnx_settings()} if "onnx" in formats else {}), **tflite_settings}
 
 
 def _write_files(cfg, formats: list[str], model, meta: dict, calib, out: Path) -> dict:
