@@ -1,7 +1,9 @@
 """A plain PyTorch loop that distils a student with vwwfast.KDData: the batches `vwwfast
 distill` trains on (views rendered on the device, the teacher cache's logits) and its KD loss.
 
-    python examples/own_loop.py --shards shards/vww --cache shards/vww/teacher.zarr --epochs 30
+    python examples/own_loop.py --shards shards/vww --cache shards/vww/teacher-mbv3l-224-default-1a2b3c4d.zarr
+
+--cache: the store `vwwfast cache-teacher` made (the path it printed).
 """
 
 import argparse

@@ -3,7 +3,7 @@
 decode and render the view with torchvision (vwwfast.render_view), where any transform of
 your own could follow.
 
-    python examples/webdataset_loop.py --shards shards/vww --cache shards/vww/teacher.zarr
+    python examples/webdataset_loop.py --shards shards/vww --cache shards/vww/teacher-mbv3l-224-default-1a2b3c4d.zarr
 """
 
 import argparse

@@ -1,9 +1,10 @@
 """vwwfast: fast knowledge distillation for Visual Wake Words.
 
-The stages, each a subpackage that imports only the ones before it:
+The stages, each a subpackage that imports only the ones before it (tests/test_layout.py):
 data (sources, shards, views, rendering) -> teach (teacher sources, the teacher cache) ->
-train (losses, students, the loop) -> records (run folders, cards, tables, plots) ->
-deploy (evaluation, export); bench times them. cli.py is a thin layer over all of it.
+records (run folders, cards, tables, plots) -> train (losses, students, the loop; it writes
+run records) -> deploy (evaluation, export) / bench (times them). cli.py is a thin layer over
+all of it; docs/ARCHITECTURE.md is the map.
 
 For other trainers (api.py): `KDData` (the batches `distill` trains on), `wds_dataset` (a
 webdataset pipeline of the shards with an epoch's view parameters and logits), `render_view`

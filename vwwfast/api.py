@@ -9,7 +9,7 @@ stored (JPEG bytes and label), with the view parameters and logits of an epoch, 
     from vwwfast import KDData
     from vwwfast.losses import kd_loss
 
-    with KDData("shards/vww", "shards/vww/teacher.zarr") as data:
+    with KDData("shards/vww", "shards/vww/teacher-mbv3l-224-default-1a2b3c4d.zarr") as data:
         for epoch in range(1, 31):
             for x, y, z_t, idx in data.train_batches(epoch, 128):
                 loss, _ = kd_loss(model(x), z_t, y, alpha=0.5, temperature=2.0,

@@ -133,7 +133,8 @@ class TeacherSettings:
     teacher must be (checked against its checkpoint or store)."""
     teacher_mode: str = opt("cached", "'cached' (logits from --cache) or 'online' (run --teacher every step)",
                             choices=("cached", "online"), short="mode")
-    cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher`", path=True)
+    cache: Optional[str] = opt(None, "teacher cache (.zarr) from `vwwfast cache-teacher` (its default "
+                                     "path: <shards>/teacher-<arch>-<size>-<spec>-<sha8>.zarr)", path=True)
     teacher: Optional[list] = opt(None, "teacher checkpoint: for --teacher-mode online (one); with --cache "
                                         "the store's teacher, or every member of its ensemble "
                                         "(repeatable)", path=True, action="append", metavar="CKPT")
@@ -202,7 +203,8 @@ class ShardConfig:
     val_fraction: float = opt(0.1, "share of --image-folder held out for val (seeded); not used with --val-folder",
                               gt=0, lt=1)
     val_folder: Optional[str] = opt(None, "a separate person/ + non_person/ folder used as val", path=True)
-    out: Optional[str] = opt(None, "output folder (default shards/<name of the input folder>)", path=True)
+    out: Optional[str] = opt(None, "output folder (default shards/<name of the input folder>; Wake Vision: "
+                                   "shards/wake-vision-<quality|large>)", path=True)
     size: int = opt(224, "short side of stored images at most this many pixels; never upscaled", lo=8)
     samples_per_shard: int = opt(1000, "samples per tar shard (the last one may be short)", lo=1)
     quality: int = opt(90, "JPEG quality of stored images (1-100)", lo=1, hi=100)
@@ -332,7 +334,9 @@ class CacheTeacherConfig(RenderSettings):
     view: dict = opt({}, "view settings over --view-spec, KEY=VALUE (repeatable); YAML: a `views:` "
                          "mapping", action="append", metavar="KEY=VALUE")
     seed: int = opt(0, "seed of the view parameters")
-    out: Optional[str] = opt(None, "store path (default <shards>/teacher-<tag>.zarr)", path=True)
+    out: Optional[str] = opt(None, "store path (default <shards>/teacher-<arch>-<size>-<spec>-<sha8>.zarr, "
+                                   "sha8 the checkpoint's sha256, e.g. teacher-mbv3l-224-default-1a2b3c4d.zarr; "
+                                   "an ensemble: teacher-ens<K>-...)", path=True)
     batch_size: int = opt(256, "teacher inference batch size", lo=1)
     self_distill: bool = opt(False, "allow a checkpoint written by a student run as the teacher")
     verify: Optional[str] = opt(None, "check this store instead: recompute --samples stored views with "

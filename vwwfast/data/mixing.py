@@ -101,8 +101,9 @@ def render_mixed(renderer, idx, params, size: int, dtype=None, rows=None):
 
 
 class MixingRenderer:
-    """A renderer for `render.iterate` whose batches are mixed views: it wraps `renderer`
-    and the whole view table `params` (the partners' rows). Only what `iterate` uses."""
+    """A renderer for `vwwfast.data.render.prefetch.iterate` whose batches are mixed views: it
+    wraps `renderer` and the whole view table `params` (the partners' rows). Only what
+    `iterate` uses."""
 
     def __init__(self, renderer, params):
         self.renderer, self.params = renderer, params

@@ -2,7 +2,7 @@
 
 Used alike by the trainer, the teacher cache, the online teacher, evaluation and export.
 A view table that mixes (mixup / cutmix columns, see views.py) is rendered as mixed views
-(vwwfast.mixing) by both `batches` and `render_batch`: y is then soft, float [B, 2].
+(vwwfast.data.mixing) by both `batches` and `render_batch`: y is then soft, float [B, 2].
 """
 
 from __future__ import annotations

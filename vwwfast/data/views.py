@@ -23,7 +23,7 @@ Columns (PARAM_COLUMNS):
   mix_lam            weight of the sample's own image and label; 1 = not mixed
   mix_y0, mix_x0, mix_h, mix_w   cutmix box relative to the output square, filled with the
                      partner's view; mix_h = 0 for mixup (a blend of the whole images)
-Mixed views are rendered by vwwfast.mixing (a batch function over any renderer).
+Mixed views are rendered by vwwfast.data.mixing (a batch function over any renderer).
 """
 
 from __future__ import annotations

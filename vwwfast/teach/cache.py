@@ -107,7 +107,7 @@ class TeacherCache:
             if self.path.is_dir() and any(self.path.iterdir()):
                 raise UserError(f"{self.path} has no zarr.json: not a teacher cache, or a damaged one; "
                                 f"make it with `vwwfast cache-teacher` (delete it first if it is damaged)")
-            raise UserError(f"teacher cache not found: {self.path} (make it with `vwwfast cache-teacher`)")
+            raise UserError(f"teacher cache not found: {self.path}{stores_hint(self.path.parent)}")
         try:
             self.group = zarr.open_group(str(self.path), mode="r")
             self.attrs = dict(self.group.attrs)
@@ -308,7 +308,8 @@ class TeacherCache:
 
 
 def default_out(shards_root: Path, members: list[dict], spec_name: str) -> Path:
-    """<shards>/teacher-<arch><size>-<spec>-<sha8>.zarr, or for an ensemble
+    """<shards>/teacher-<arch>-<size>-<spec>-<sha8>.zarr (sha8: the first 8 hex digits of the
+    checkpoint's sha256), e.g. teacher-mbv3l-224-default-1a2b3c4d.zarr; for an ensemble
     teacher-ens<K>-<arch><size>-...-<spec>-<sha8 of the members' sha256s>.zarr."""
     from vwwfast.provenance import arch_short
     if len(members) == 1:
@@ -317,3 +318,23 @@ def default_out(shards_root: Path, members: list[dict], spec_name: str) -> Path:
     who = "-".join(f"{arch_short(m['arch'])}{m['input_size']}" for m in members)
     sha = hashlib.sha256("".join(m["sha256"] for m in members).encode()).hexdigest()
     return shards_root / f"teacher-ens{len(members)}-{who}-{spec_name}-{sha[:8]}.zarr"
+
+
+def stores_in(folder) -> list[Path]:
+    """The teacher stores directly in `folder` (`cache-teacher` puts them beside the shards)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix == ".zarr" and (p / "zarr.json").is_file())
+
+
+def stores_hint(folder) -> str:
+    """The end of a "no store given / not found" line: the stores `folder` holds, so the
+    user can pick one (the default name carries the teacher's sha256), or how to make one."""
+    found = stores_in(folder)
+    if len(found) == 1:
+        return f"; {folder} holds one store: --cache {found[0]}"
+    if found:
+        shown = ", ".join(p.name for p in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        return f"; {folder} holds {len(found)} stores: {shown}"
+    return " (make one with `vwwfast cache-teacher`)"

@@ -217,8 +217,9 @@ def make_source(cfg: TrainConfig, shards, device, *, needs_teacher: bool) -> Own
         store.check_shards(shards)
         return CachedTeacher(store, spec, seed, split, device, read_logits=needs_teacher)
     if needs_teacher:
+        from vwwfast.teach.cache import stores_hint
         raise UserError("--teacher-mode cached needs --cache PATH (from `vwwfast cache-teacher`), "
-                        "or use --alpha 0 for a supervised student")
+                        f"or use --alpha 0 for a supervised student{stores_hint(shards.root)}")
     return OwnViews(spec, seed, split)
 
 

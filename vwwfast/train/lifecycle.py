@@ -39,7 +39,7 @@ class Held:
 
 class RunRecords:
     def __init__(self, kind: str, sweep=None):
-        self.kind, self.sweep = kind, sweep    # sweep: train.sweep.SweepInfo or None
+        self.kind, self.sweep = kind, sweep    # sweep: train.commands.SweepInfo or None
         self.held: list[Held] = []
         self.summaries: list[dict] = []
         self.wall0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The KD loss (DESIGN.md, "KD loss") as data: named terms, the factor each enters the loss
+"""The KD loss (docs/TRAINING.md, "The KD recipe") as data: named terms, the factor each enters the loss
 with, and the weights' schedules. Pure functions.
 
 loss = (1 - alpha) * CE(z_s, y, label_smoothing)

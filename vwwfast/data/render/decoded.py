@@ -4,7 +4,7 @@ batch from memory.
 The whole image is resized to S x S (antialiased), so relative crop boxes keep their
 geometry; a view's box is then resampled from the cache exactly as the reference resamples
 the JPEG: PIL's bilinear filter, widened when it shrinks (antialiased), then the flip.
-- CUDA: two batched matmuls with those weights (vwwfast.render.resample), the flip folded
+- CUDA: two batched matmuls with those weights (vwwfast.data.render.resample), the flip folded
   into them; no host synchronisation.
 - CPU: PIL's resize on each cached image, as the reference's `view_pil` (tests hold them
   equal), split between the calling thread and one more per core (PIL releases the GIL).

@@ -13,7 +13,7 @@ def make_renderer(name: str, split, *, device, decoded_size: int = 160,
                   budget_bytes: int | None = None, out_size: int | None = None,
                   cache_dir=None, content_hash: str | None = None,
                   show_progress: bool = True) -> Renderer:
-    """Create a renderer for one split (a vwwfast.shards.Split).
+    """Create a renderer for one split (a vwwfast.data.shards.Split).
 
     budget_bytes: memory the decoded cache may take (None = 40% of free device memory,
     or of available RAM on the CPU). out_size: the size `auto` must serve. cache_dir:
