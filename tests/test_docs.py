@@ -293,7 +293,7 @@ def check_usage(argv: list[str]) -> None:
 def check_command(argv: list[str]) -> None:
     """A concrete command line: parsed and its settings resolved, as `vwwfast` would before
     any work (a --config file is not read)."""
-    from vwwfast import config as C
+    from vwwfast.flags import from_args
     parser = _parser()
     try:
         ns, extras = parser.parse_known_args(argv)
@@ -309,7 +309,7 @@ def check_command(argv: list[str]) -> None:
                 fields[key].type not in ("str", "Optional[str]"):
             delattr(ns, key)
     ns._config = None
-    C.from_args(cls, ns)
+    from_args(cls, ns)
 
 
 def _shell_commands(block: Block):
