@@ -31,6 +31,7 @@ from vwwfast.teach.cache import (
 )
 from vwwfast.teach.teacher import ensemble_logits, who_teaches
 from vwwfast.teach.verify import verify_store
+from vwwfast.train.lifecycle import held_interrupt, interrupt_point
 
 # ---------------------------------------------------------------------------------------
 # Writing
@@ -146,9 +147,34 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
     """`vwwfast cache-teacher`: make (resume, extend) a store, or with --verify check one.
 
     Each rank (one without torchrun) owns whole shards, i.e. whole chunks of the store;
-    rank 0 creates the store and writes the attributes once every rank is done."""
+    rank 0 creates the store and writes the attributes once every rank is done. On Ctrl-C
+    the store keeps every view it completed, and the same command continues it."""
     if cfg.verify:
         return verify_store(cfg)
+    made: dict = {}
+    try:
+        return _cache_teacher(cfg, made)
+    except KeyboardInterrupt:
+        if made.get("out") is not None:
+            _say_interrupted(made["out"])
+        raise
+
+
+def _say_interrupted(out: Path) -> None:
+    from vwwfast import distributed as D
+    from vwwfast.progress import info
+    if not D.is_main():
+        return
+    try:
+        state = TeacherCache(out).state()
+    except UserError:
+        state = "is incomplete"
+    info(f"interrupted; {out} {state}. Continue with the same command: it goes on from the "
+         f"views the store holds")
+
+
+def _cache_teacher(cfg: C.CacheTeacherConfig, made: dict):
+    """cache_teacher's work; `made["out"]` names the store once it exists."""
     from vwwfast import distributed as D
     from vwwfast.data.shards import ShardSet, view_defaults, with_shard_views
     from vwwfast.data.views import PARAM_COLUMNS, view_params, view_spec
@@ -203,6 +229,7 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
         else:
             info(f"teachers: {who_teaches({'members': whos})}")
         n_views = _prepare(out, fp, n_views, n, n_val, per_shard, attrs)
+    made["out"] = out
     D.barrier()
     trains = _groups(members, size_of, lambda size: SplitData(shards, "train", cfg, device, size))
     vals = _groups(members, size_of, lambda size: SplitData(shards, "val", cfg, device, size))
@@ -239,7 +266,9 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
         accs.append(correct / n)
         images += n
         if D.is_main():  # after the all-reduce: every rank's chunks are written
-            g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
+            with held_interrupt():  # the attributes written whole
+                g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
+            interrupt_point("view-done")
         D.barrier()
     if not g.attrs["val_done"]:
         vparams = val_params(val.split, view_defaults(shards.manifest)["val_center_crop"])
@@ -250,7 +279,8 @@ def cache_teacher(cfg: C.CacheTeacherConfig):
             correct += c
         correct = int(D.all_reduce_sum(torch.tensor(correct, device=device)).item())
         if D.is_main():
-            g.attrs.update({"val_done": True, "val_acc": correct / max(len(val), 1)})
+            with held_interrupt():
+                g.attrs.update({"val_done": True, "val_acc": correct / max(len(val), 1)})
         D.barrier()
     for data, _ in trains + vals:
         data.close()
