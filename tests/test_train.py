@@ -12,6 +12,8 @@ from vwwfast.errors import UserError
 from vwwfast.train.student import onecycle, scaled_lr
 from vwwfast.train.commands import distill, train_teacher
 
+from conftest import one_line_error
+
 
 def _cfg(shards, tmp_path, cls=C.TrainConfig, **kw):
     base = dict(shards=str(shards), arch="mobilenet_v3_small", input_size=32, epochs=2,
@@ -259,35 +261,40 @@ def test_a_failing_run_is_recorded_as_failed(synth_shards, tmp_path, monkeypatch
     assert "failed" in (run / "card.md").read_text()
 
 
-def test_a_run_that_fails_before_its_first_epoch_is_not_left_running(synth_shards, tmp_path, capsys,
-                                                                    monkeypatch):
-    """A bad --init is found when the student is built, after its run folder was made: the run
-    ends failed with the one-line reason (a lone run and every member of a sweep alike)."""
-    from test_runs import stub_curves
-    stub_curves(monkeypatch)  # curves of no epoch: test_plots draws those
+def tree(root) -> list[str]:
+    """Every path under `root` (none when it does not exist)."""
+    from pathlib import Path
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*")) if Path(root).exists() else []
+
+
+def test_a_refused_command_leaves_the_runs_folder_as_it_was(synth_shards, small_teacher, tmp_path,
+                                                           capsys):
+    """What the user named is checked before any folder is made: a bad --init (missing, random
+    bytes, a checkpoint of another arch), a KD sweep without --cache, a missing cache; a lone run
+    and a sweep alike. One line, exit 2, and the runs folder exactly as it was."""
     runs = tmp_path / "runs"
-    flags = ["distill", "--shards", str(synth_shards), "--alpha", "0", "--epochs", "1",
-             "--input-size", "32", "--batch-size", "32", "--renderer", "reference", "--device", "cpu",
-             "--runs-dir", str(runs), "--init", str(tmp_path / "missing.pt")]
-    assert main(flags) == 2
-    assert main(flags + ["--lr", "3e-3,1e-3"]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(errors) == 2 and all("missing.pt" in line for line in errors)  # one line each
-    folders = sorted(p for p in runs.iterdir() if (p / "config.yaml").is_file())
-    assert len(folders) == 3  # the lone run and the sweep's two
-    for run in folders:
-        summary = json.loads((run / "summary.json").read_text())
-        assert summary["status"] == "failed" and "missing.pt" in summary["error"], run.name
-        assert "failed" in (run / "card.md").read_text()
-    sweep = next(p for p in runs.iterdir() if (p / "sweep.json").is_file())
-    record = json.loads((sweep / "sweep.json").read_text())
-    assert record["status"] == "failed" and len(record["members"]) == 2
-    # a missing cache is found before any folder is made
-    kd = flags[:-2]
-    kd[kd.index("--alpha") + 1] = "0.5"
-    kd[kd.index("--runs-dir") + 1] = str(tmp_path / "other")
-    assert main(kd + ["--cache", str(tmp_path / "none.zarr")]) == 2
-    assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())
+    (runs / "earlier").mkdir(parents=True)
+    (runs / "earlier" / "note.txt").write_text("kept")
+    before = tree(runs)
+    flags = ["distill", "--shards", str(synth_shards), "--epochs", "1",
+             "--input-size", "32", "--batch-size", "32", "--renderer", "decoded", "--decoded-size", "48",
+             "--device", "cpu", "--runs-dir", str(runs)]
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    refused = [
+        (["--alpha", "0", "--init", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["--alpha", "0", "--init", str(noise)], "noise.pt"),
+        (["--alpha", "0", "--init", small_teacher, "--arch", "mobilenet_v3_large"], "mobilenet_v3_small"),
+        (["--alpha", "0", "--init", str(noise), "--lr", "3e-3,1e-3"], "noise.pt"),
+        (["--alpha", "0,0.55"], "needs --cache"),
+        (["--alpha", "0.5", "--cache", str(tmp_path / "none.zarr")], "none.zarr"),
+    ]
+    for extra, words in refused:
+        line = one_line_error(capsys, *flags, *extra)
+        assert words in line, (extra, line)
+        assert tree(runs) == before, extra
+    line = one_line_error(capsys, "train-teacher", *flags[1:], "--init", str(noise))
+    assert "noise.pt" in line and tree(runs) == before
 
 
 def test_nan_loss_fails_the_run(synth_shards, tmp_path):

@@ -25,6 +25,7 @@ from vwwfast.data.split import SplitData, val_params
 from vwwfast.data.views import PARAM_COLUMNS, view_params
 from vwwfast.devices import resolve_device
 from vwwfast.errors import UserError
+from vwwfast.interrupts import held_interrupt, interrupt_point
 from vwwfast.models import describe_teacher
 from vwwfast.progress import info, print_table, warn
 from vwwfast.teach.cache import (
@@ -181,10 +182,32 @@ def cache_teacher(cfg: config.CacheTeacherConfig) -> Path | dict:
         rank 0: the table                                    _report
 
     Each rank (one without torchrun) owns whole shards, i.e. whole chunks of the store;
-    rank 0 creates the store and writes the attributes once every rank is done."""
+    rank 0 creates the store and writes the attributes once every rank is done. On Ctrl-C
+    the store keeps every view it completed, and the same command continues it."""
     if cfg.verify:
         return verify_store(cfg)
     job = _plan(cfg)
+    try:
+        return _build(job)
+    except KeyboardInterrupt:
+        if job.out.exists():
+            _say_interrupted(job.out)
+        raise
+
+
+def _say_interrupted(out: Path) -> None:
+    if not distributed.is_main():
+        return
+    try:
+        state = TeacherCache(out).state()
+    except UserError:
+        state = "is incomplete"
+    info(f"interrupted; {out} {state}. Continue with the same command: it goes on from the "
+         f"views the store holds")
+
+
+def _build(job: CacheJob) -> Path:
+    """The store made, extended or completed: cache_teacher's steps after the plan."""
     _open_store(job)
     import zarr
     trains, vals = _renderings(job)
@@ -365,7 +388,9 @@ def _cache_views(job: CacheJob, g, arr: dict, trains: Groups) -> tuple[list[floa
         accs.append(_all_correct(job, correct) / n)
         images += n
         if distributed.is_main():  # after the all-reduce: every rank's chunks are written
-            g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
+            with held_interrupt():  # the attributes written whole
+                g.attrs.update({"views_completed": view + 1, "train_view_acc": accs})
+            interrupt_point("view-done")
         distributed.barrier()
     return accs, images
 
@@ -383,7 +408,8 @@ def _cache_val(job: CacheJob, g, arr: dict, vals: Groups) -> None:
         correct += c
     correct = _all_correct(job, correct)
     if distributed.is_main():
-        g.attrs.update({"val_done": True, "val_acc": correct / max(len(val), 1)})
+        with held_interrupt():
+            g.attrs.update({"val_done": True, "val_acc": correct / max(len(val), 1)})
     distributed.barrier()
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable, Optional
 
 from vwwfast import config as C
 from vwwfast import distributed as D
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
-from vwwfast.progress import info, result
+from vwwfast.interrupts import interrupt_point
+from vwwfast.progress import info, result, warn
 from vwwfast.records.runs import SweepRecord, resolve_run
 from vwwfast.records.table import print_sweep
 from vwwfast.train.inputs import resolve_configs
@@ -18,12 +20,23 @@ from vwwfast.train.loop import fit
 
 
 class SweepInfo:
-    """A sweep's record (rank 0), and each member's swept settings and short label."""
+    """A sweep's record (rank 0), and each member's swept settings and short label. A new
+    sweep's record is made by `make` when its runs are (RunRecords.create_all), once every
+    check has passed."""
 
-    def __init__(self, record, settings: list[dict]):
-        self.record, self.settings = record, settings
+    def __init__(self, record: Optional[SweepRecord], settings: list[dict],
+                 make: Optional[Callable[[], SweepRecord]] = None):
+        self.record, self.settings, self._make = record, settings, make
         self.labels = [member_label(x) for x in settings]
-        self.id = record.id if record is not None else None
+
+    @property
+    def id(self) -> Optional[str]:
+        return self.record.id if self.record is not None else None
+
+    def make_record(self) -> None:
+        if self.record is None and self._make is not None and D.is_main():
+            self.record = self._make()
+            info(f"sweep of {len(self.settings)} students sharing every batch: {self.record.path}")
 
 
 def member_label(settings: dict) -> str:
@@ -63,21 +76,32 @@ def _lone(summaries: list[dict]) -> dict:
     if s.get("status") == "failed":
         raise UserError(f"run {Path(s.get('run_dir') or '?').name} failed: {s.get('error')}")
     if s.get("run_dir"):
-        result(f"run {s['run_dir']}: best val acc {fmt_metric(s.get('best_val_acc'), 4)} "
-               f"at epoch {s.get('best_epoch') or '-'}")
+        _report_of_ended_runs(lambda: result(
+            f"run {s['run_dir']}: best val acc {fmt_metric(s.get('best_val_acc'), 4)} "
+            f"at epoch {s.get('best_epoch') or '-'}"))
     return s
+
+
+def _report_of_ended_runs(report: Callable[[], object]) -> None:
+    """The report of runs that have all ended: a Ctrl-C while it prints cuts the report short,
+    not the runs (the command exits 0, and says so)."""
+    try:
+        interrupt_point("report")
+        report()
+    except KeyboardInterrupt:
+        warn("Ctrl-C while the report printed: every run had ended and its records are complete "
+             "(`vwwfast runs` lists them)")
 
 
 def _sweep(sweep: C.Sweep) -> list[dict]:
     base = sweep.configs[0]
     C.require(base, "shards")
     cfgs = resolve_configs(sweep.configs)
-    # the record lists its members as the loop makes their runs
-    record = SweepRecord.create(base.runs_dir, base.tag, sweep.mode, sweep.swept) if D.is_main() else None
-    members = SweepInfo(record, [{k: getattr(c, k) for k in sweep.swept} for c in sweep.configs])
+    # the record is made with its members' runs, once every check has passed
+    members = SweepInfo(None, [{k: getattr(c, k) for k in sweep.swept} for c in sweep.configs],
+                        lambda: SweepRecord.create(base.runs_dir, base.tag, sweep.mode, sweep.swept))
     cfgs = [dataclasses.replace(c, tag="_".join(t for t in (c.tag, label) if t))
             for c, label in zip(cfgs, members.labels)]
-    info(f"sweep of {len(cfgs)} students sharing every batch" + (f": {record.path}" if record else ""))
     summaries = fit(cfgs, "student", sweep=members)
     _report_sweep(summaries, members)
     return summaries
@@ -85,8 +109,9 @@ def _sweep(sweep: C.Sweep) -> list[dict]:
 
 def _report_sweep(summaries: list[dict], sweep: SweepInfo) -> None:
     """The members side by side (stdout); a sweep where every student failed exits non-zero."""
-    if sweep.record is not None:
-        print_sweep(str(sweep.record.path), sweep.record.path.parent)
+    record = sweep.record
+    if record is not None:
+        _report_of_ended_runs(lambda: print_sweep(str(record.path), record.path.parent))
     failed = [s for s in summaries if s.get("status") == "failed"]
     if failed and len(failed) == len(summaries):
         raise UserError(f"every student of the sweep failed ({failed[0].get('error')})")

@@ -28,6 +28,7 @@ from vwwfast.progress import bar, info, warn
 from vwwfast.teach.description import TeacherDescription, who_teaches
 from vwwfast.train.evaluate import evaluate_many, settle_bn
 from vwwfast.train.inputs import Inputs
+from vwwfast.interrupts import interrupt_point
 from vwwfast.train.lifecycle import RunRecords
 from vwwfast.train.losses import KDRecipe
 from vwwfast.train.stacked import Stacks
@@ -40,16 +41,14 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
     new run, or continues its run in `resume` (one per config). Returns the runs' summaries."""
     base = cfgs[0]
     needs_teacher = any(KDRecipe.of_config(c).uses_teacher for c in cfgs)
-    with RunRecords(kind, sweep) as records, Inputs(base, needs_teacher=needs_teacher) as inputs:
+    with RunRecords(kind, sweep, resume) as records, Inputs(base, needs_teacher=needs_teacher) as inputs:
         steps = _steps(inputs, base.batch_size)
-        device = inputs.device
         if resume:
             _check_fingerprints(resume, inputs.fingerprints)
         if D.is_main():
             info(teacher_line(inputs.source.describe()))
-        students = (_new_students(cfgs, kind, device, steps, records, sweep) if resume is None
-                    else _resumed_students(cfgs, kind, device, steps, records, sweep, resume))
-        _started(students, device, inputs, sweep)
+        students = _hold(records, cfgs, kind, inputs, steps, sweep, resume)
+        interrupt_point("runs-made")
         stacks = Stacks() if base.stacks_students() else None
         epoch_seconds: list[float] = []
         for epoch in range(min((s.start_epoch for s in students), default=1), base.epochs + 1):
@@ -66,6 +65,7 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
                 s.end_epoch(epoch, record, metrics, holdout)
                 records.epoch_done(s, epoch)
                 _say(s, epoch, base.epochs, record, eta)
+            interrupt_point("epoch-ended")
     return records.summaries
 
 
@@ -135,18 +135,35 @@ def _steps(inputs: Inputs, batch_size: int) -> int:
     return steps
 
 
-def _new_students(cfgs, kind, device, steps, records, sweep) -> list[Student]:
-    """A new run per config, every one made (and held) before the students: a student that
-    cannot be made (a bad --init) ends every run as failed, each listed in the sweep record."""
-    held = [records.create(cfg, sweep.settings[k] if sweep else None) for k, cfg in enumerate(cfgs)]
-    for k, (cfg, h) in enumerate(zip(cfgs, held)):
-        h.student = Student(cfg, kind, device, steps, h.run, sweep.labels[k] if sweep else "")
-    return records.students
+def _hold(records: RunRecords, cfgs: list, kind: str, inputs: Inputs, steps: int, sweep,
+          resume: list | None) -> list[Student]:
+    """Every student made (or loaded) first, so that a bad --init or last.pt is refused
+    before anything is written; then their runs made (or held) together."""
+    device = inputs.device
+    started = lambda s: _started(s, device, inputs) if s is not None and D.is_main() else {}  # noqa: E731
+    if resume is None:
+        students = _new_students(cfgs, kind, device, steps, sweep)
+        records.create_all(students, [started(s) for s in students])
+    else:
+        loaded = _resumed_students(cfgs, kind, device, steps, sweep, resume)
+        records.resume_all(resume, loaded, [started(s) for s in loaded])
+    students = records.students
+    for s in students:
+        if s.run is not None:
+            info(f"run {s.run.path}" + (f"  ({s.label})" if s.label else ""))
+    return students
 
 
-def _resumed_students(cfgs, kind, device, steps, records, sweep, runs) -> list[Student]:
-    """Each run continued from its last.pt; a sweep member that had ended stays as it ended.
-    The runs are held only once every student is loaded: a refused resume changes no run."""
+def _new_students(cfgs, kind, device, steps, sweep) -> list[Student]:
+    """A student per config, none with a run yet (RunRecords.create_all makes them)."""
+    return [Student(cfg, kind, device, steps, None, sweep.labels[k] if sweep else "")
+            for k, cfg in enumerate(cfgs)]
+
+
+def _resumed_students(cfgs, kind, device, steps, sweep, runs) -> list[Student | None]:
+    """A student per run, loaded from its last.pt; a run that had ended no epoch starts again
+    from epoch 1 (a new student makes the same first epoch); None for a sweep member that had
+    ended. Nothing is written here: a refused resume changes no run."""
     loaded: list[Student | None] = []
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
         if sweep is not None and run.summary.get("status") in ("finished", "failed"):
@@ -154,34 +171,27 @@ def _resumed_students(cfgs, kind, device, steps, records, sweep, runs) -> list[S
             continue
         s = Student(cfg, kind, device, steps, run if D.is_main() else None,
                     sweep.labels[k] if sweep else "")
-        s.resume(load_last(run), float(run.summary.get("wall_time_s") or 0.0))
+        wall = float(run.summary.get("wall_time_s") or 0.0)
+        if (run.path / "last.pt").exists() or run.summary.get("epochs_done"):
+            s.resume(load_last(run), wall)
+        else:
+            s.wall_before = wall
         loaded.append(s)
-    for run, member in zip(runs, loaded):
-        if member is None:
-            records.keep(run)
-            continue
-        records.resume(member.run, member)
-        if member.run is not None:
-            member.run.truncate_epochs(member.start_epoch - 1)  # logged but never checkpointed
-    return records.students
+    return loaded
 
 
-def _started(students, device, inputs, sweep) -> None:
-    """What each run records when it starts: inputs, teacher, loss terms, device."""
+def _started(s: Student, device, inputs: Inputs) -> dict:
+    """What a run records when it starts: inputs, teacher, loss terms, device."""
     from vwwfast.footprint import model_figures
     source = inputs.source
-    for s in students:
-        if s.run is None:
-            continue
-        s.run.update_summary({
-            # what the model costs on a device: parameters, MACs at the run's input size,
-            # estimated int8 weight and activation bytes (footprint.py)
-            **model_figures(s.model, s.cfg.input_size), "width": s.cfg.width,
-            "fingerprints": inputs.fingerprints,
-            "teacher": _teacher_record(source) if s.recipe.uses_teacher or _has_cache(s.cfg) else None,
-            "remarks": source.remarks(s.cfg.epochs), "device": device_name(device),
-            "loss_terms": s.recipe.labels(), **({"sweep": sweep.id} if sweep else {})})
-        info(f"run {s.run.path}" + (f"  ({s.label})" if s.label else ""))
+    return {
+        # what the model costs on a device: parameters, MACs at the run's input size,
+        # estimated int8 weight and activation bytes (footprint.py)
+        **model_figures(s.model, s.cfg.input_size), "width": s.cfg.width,
+        "fingerprints": inputs.fingerprints,
+        "teacher": _teacher_record(source) if s.recipe.uses_teacher or _has_cache(s.cfg) else None,
+        "remarks": source.remarks(s.cfg.epochs), "device": device_name(device),
+        "loss_terms": s.recipe.labels()}
 
 
 def _teacher_record(source) -> dict | None:

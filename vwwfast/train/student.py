@@ -19,6 +19,7 @@ import torch
 from vwwfast import distributed as D
 from vwwfast.devices import autocast
 from vwwfast.errors import UserError
+from vwwfast.interrupts import interrupt_point
 from vwwfast.models import build_model, save_checkpoint
 from vwwfast.records.predictions import FILE as PREDICTIONS
 from vwwfast.records.predictions import write_predictions
@@ -76,7 +77,9 @@ def load_last(run) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state["epoch"], state["state_dict"]  # noqa: B018 (a checkpoint has both)
     except FileNotFoundError:
-        raise UserError(f"{run.path} has no last.pt to resume from (no epoch finished)") from None
+        done = run.summary.get("epochs_done")
+        raise UserError(f"{run.path} has no last.pt to resume from although {done} epoch"
+                        f"{'s' if done != 1 else ''} ended; start a new run") from None
     except Exception as e:
         raise UserError(f"{path} is not a checkpoint ({type(e).__name__}); the run cannot be "
                         f"resumed, start a new one") from None
@@ -203,6 +206,7 @@ class Student:
             if holdout is not None:
                 append_epoch(self.run.path, "holdout", epoch, holdout["indices"],
                              holdout["labels"], holdout["preds"])
+            interrupt_point("epoch-logged")
             if self.status == "running":
                 self._save(epoch, metrics, improved, outputs)
         if self.status == "running" and self.cfg.patience and \
