@@ -116,13 +116,16 @@ def test_a_sweep_never_trains_on_its_holdout_and_keeps_its_predictions(
 
 
 @pytest.mark.slow
-def test_selection_predictions_equal_a_reevaluation_of_the_checkpoint(synth_shards, tmp_path):
+def test_selection_predictions_equal_a_reevaluation_of_the_checkpoint(synth_shards, tmp_path,
+                                                                      trained_indices):
+    """A lone run: never trained on its holdout, whose last row is last.pt's predictions."""
     from vwwfast.data.shards import ShardSet
     from vwwfast.data.split import SplitData
     from vwwfast.models import model_from_checkpoint
     from vwwfast.train.evaluate import evaluate
     s = _distill(synth_shards, tmp_path, holdout=20)
     sel = read_selection(s["run_dir"])
+    assert trained_indices and not set(sel.indices.tolist()) & set(trained_indices)
     model, _ = model_from_checkpoint(f"{s['run_dir']}/last.pt", device="cpu")
     data = SplitData(ShardSet.open(synth_shards), "train", C.RenderSettings(
         renderer="decoded", decoded_size=48), "cpu", 32)
