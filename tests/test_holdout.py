@@ -234,3 +234,22 @@ def test_card_runs_and_diff_say_which_split_chose(tmp_path, capsys):
     assert " 2° " in row
     rc, _, out = cli(capsys, "runs", "--runs-dir", str(runs), "--diff", on_val.id, held.id)
     assert rc == 0 and re.search(r"chosen on\s+val\s+holdout", out)
+
+
+def test_int8_calibration_draws_only_samples_the_run_trained_on(synth_shards, monkeypatch):
+    from vwwfast.data.shards import ShardSet
+    from vwwfast.data.split import SplitData
+    from vwwfast.deploy.export import calibration_views
+    config = C.to_dict(C.resolve(C.DistillConfig, dict(
+        shards=str(synth_shards), alpha=0.0, holdout=30, holdout_seed=4, renderer="decoded",
+        decoded_size=48)))
+    drawn: list[int] = []
+    real = SplitData.batches
+
+    def recording(self, order, params, batch_size):
+        drawn.extend(np.asarray(order).tolist())
+        return real(self, order, params, batch_size)
+    monkeypatch.setattr(SplitData, "batches", recording)
+    views = calibration_views(ShardSet.open(synth_shards), config, 80, "cpu", 32)
+    held = training_samples(96, holdout=30, holdout_seed=4, limit=None, limit_seed=None)[1]
+    assert len(views) == 80 and drawn and not set(drawn) & set(held.tolist())

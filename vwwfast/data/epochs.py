@@ -56,11 +56,15 @@ def train_subset(n: int, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.argsort(keys, kind="stable")[:limit]).astype(np.int64)
 
 
-def training_samples(n: int, *, holdout: int | None, holdout_seed: int, limit: int | None,
-                     limit_seed: int) -> tuple[np.ndarray, np.ndarray]:
+def training_samples(n: int, *, holdout: int | None, holdout_seed: int | None,
+                     limit: int | None, limit_seed: int | None, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(subset, holdout): int64 sorted sample indices of an n-sample train split that a run
     trains on and sets apart, disjoint. holdout None: (train_subset(n, limit, limit_seed),
-    empty), exactly as without holdouts. Bad sizes are refused with one line."""
+    empty), exactly as without holdouts. A seed left None is `seed` (the run's --seed).
+    Bad sizes are refused with one line."""
+    holdout_seed = seed if holdout_seed is None else holdout_seed
+    limit_seed = seed if limit_seed is None else limit_seed
     if holdout is None:
         return train_subset(n, limit, limit_seed), np.zeros(0, np.int64)
     if holdout >= n:

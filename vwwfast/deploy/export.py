@@ -141,9 +141,9 @@ def calibration_views(shards, config: dict, n: int, device, size: int) -> np.nda
     """`n` training views [n, 3, size, size] (normalised, float32), rendered as the run
     rendered them: its view parameters of epoch 1 (then 2, ... when n exceeds the split),
     its renderer settings, a seeded choice of the samples it trained on (its --train-limit
-    subset, if any). Mixed views (mixup / cutmix) are calibrated unmixed: the deployed
+    subset, if any; never its --holdout). Mixed views (mixup / cutmix) are calibrated unmixed: the deployed
     model sees single images, not blends."""
-    from vwwfast.data.epochs import train_subset
+    from vwwfast.data.epochs import training_samples
     from vwwfast.data.mixing import unmixed
     from vwwfast.data.split import SplitData
     from vwwfast.teach.teacher import run_train_views
@@ -153,14 +153,16 @@ def calibration_views(shards, config: dict, n: int, device, size: int) -> np.nda
     rng = np.random.default_rng(CALIB_SEED)
     chunks, epoch, left = [], 1, n
     try:
+        # the samples the run trained on, as train/inputs.py drew them
+        pool, _ = training_samples(
+            len(data), holdout=config.get("holdout"), holdout_seed=config.get("holdout_seed"),
+            limit=config.get("train_limit"), limit_seed=config.get("train_limit_seed"),
+            seed=config.get("seed", 0))
         while left > 0:
             params = unmixed(run_train_views(config, data.split, epoch))
             if len(params) != len(data):
                 raise UserError(f"the run's training views are for {len(params)} samples, "
                                 f"{shards.root} has {len(data)}: export with the run's shards")
-            lseed = config.get("train_limit_seed")
-            pool = train_subset(len(data), config.get("train_limit"),
-                                config.get("seed", 0) if lseed is None else lseed)
             idx = np.sort(pool[rng.permutation(len(pool))[:left]])  # samples the run trained on
             for x, _, _ in data.batches(idx, params, 256):
                 chunks.append(x.float().cpu().numpy())

@@ -47,7 +47,7 @@ def resolve_configs(cfgs: list[C.T], needs_teacher: bool | None = None) -> list[
     if teacher is not None and teacher.teacher_mode == "online" and teacher.cache:
         raise UserError("--cache is for --teacher-mode cached; drop it (or --teacher-mode online)")
     cached = teacher is not None and teacher.cache and teacher.teacher_mode == "cached"
-    store = TS.open_store(teacher.cache) if teacher is not None and cached else None
+    store = TS.open_store(teacher.cache) if cached and teacher is not None else None
     if needs_teacher is None:
         needs_teacher = any(KDRecipe.of_config(c).uses_teacher for c in cfgs)
     refuse_unused_teacher(teacher, needs_teacher)
@@ -66,10 +66,6 @@ def resolve_configs(cfgs: list[C.T], needs_teacher: bool | None = None) -> list[
     for c in resolved:
         check_model_budgets(c)
     return resolved
-
-
-def _or(value: int | None, default: int) -> int:
-    return default if value is None else value
 
 
 def check_model_budgets(cfg: C.TrainConfig) -> None:
@@ -135,8 +131,8 @@ class Inputs:
             # the samples trained on (every one without --train-limit or --holdout), and
             # those set apart to choose the checkpoint on (none without --holdout)
             self.subset, self.holdout = training_samples(
-                len(self.train), holdout=cfg.holdout, holdout_seed=_or(cfg.holdout_seed, cfg.seed),
-                limit=cfg.train_limit, limit_seed=_or(cfg.train_limit_seed, cfg.seed))
+                len(self.train), holdout=cfg.holdout, holdout_seed=cfg.holdout_seed,
+                limit=cfg.train_limit, limit_seed=cfg.train_limit_seed, seed=cfg.seed)
         except BaseException:
             self.close()
             raise
