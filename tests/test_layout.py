@@ -15,7 +15,7 @@ PKG = Path(__file__).resolve().parent.parent / "vwwfast"
 # A stage may import the shared top-level modules and the stages before it, never after.
 # records sits below train: a run folder is what training writes (as shards are what
 # `shard` writes); its readers (card, table, plots) know no trainer.
-STAGES = ["data", "teach", "records", "train", "deploy", "bench"]
+STAGES = ["data", "teach", "records", "train", "tune", "deploy", "bench"]
 TOP = {"cli", "__main__", "api", "losses", "__init__"}  # above every stage (api, losses: public names)
 
 

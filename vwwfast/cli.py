@@ -35,6 +35,11 @@ def _distill(cfg):
     distill(cfg)
 
 
+def _tune(cfg):
+    from vwwfast.tune.command import tune
+    tune(cfg)
+
+
 def _eval(cfg):
     from vwwfast.deploy.evaluate import evaluate_command
     evaluate_command(cfg)
@@ -80,6 +85,8 @@ COMMANDS = {
                       "run the teacher once over E views of every sample into a Zarr store"),
     "distill": (C.DistillConfig, _distill,
                 "train the student from cached (or online) teacher logits; --alpha 0 = supervised"),
+    "tune": (C.TuneConfig, _tune,
+             "race KD settings on a --holdout split: cut the clearly worse, say what cannot be told apart"),
     "eval": (C.EvalConfig, _eval,
              "evaluate a run, a checkpoint, an .onnx or a .tflite file: accuracy, recall, confusion matrix"),
     "export": (C.ExportConfig, _export,

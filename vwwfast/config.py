@@ -319,6 +319,33 @@ class DistillConfig(RecipeSettings, TeacherSettings, TrainConfig, BudgetSettings
 
 
 @dataclass
+class TuneConfig(DistillConfig):
+    """`vwwfast tune`: a race of KD settings, each with --seeds init seeds, on the --holdout
+    split (train/tune/). Every other setting is distill's, shared by every student."""
+    space: list = opt([], "a setting to search: KEY=LO:HI (sampled), KEY=LO:HI:log, or KEY=A,B,C "
+                          "(choices); repeat the flag for each setting", action="append",
+                      metavar="KEY=RANGE")
+    trials: int = opt(6, "settings per round, each an Optuna trial; the supervised control "
+                         "(alpha 0) races beside them", lo=1)
+    seeds: int = opt(3, "init seeds of every setting (0..N-1): the race's noise floor and the "
+                        "report's replicates", lo=2)
+    rungs: Optional[list] = opt(None, "epochs at which the race decides; unset = about E/9 and "
+                                      "E/3 of --epochs E", nargs="+", metavar="EPOCH")
+    eta: float = opt(3.0, "at each rung at most 1/eta of the searched settings go on", gt=1)
+    level: float = opt(0.05, "error rate of a round's 'worse' verdicts together (Holm across "
+                             "settings, split over the rungs)", gt=0, lt=1)
+    rounds: int = opt(1, "races one after another, each asking for --trials settings informed "
+                         "by every finished trial", lo=1)
+    storage: Optional[str] = opt(None, "the Optuna study: a journal file (shared by tune "
+                                       "processes) or an RDB URL such as sqlite:///tune.db; "
+                                       "unset = study.log in the tune's folder")
+    study: str = opt("vwwfast-tune", "the study's name in --storage")
+    replay: Optional[str] = opt(None, "a finished sweep whose members kept --holdout "
+                                      "predictions: what the race would have decided on it "
+                                      "(trains nothing)", path=True)
+
+
+@dataclass
 class CacheTeacherConfig(RenderSettings):
     shards: str = opt("", "shard folder written by `vwwfast shard` (required; with --verify: the store's "
                           "own by default)", path=True)

@@ -74,6 +74,9 @@ def _status_line(run: Run, summary: dict, config: dict) -> str:
         return f"interrupted after {of} ({wall})" + (f"; continue with `{cmd}`" if cmd else "")
     if status == "failed":
         return f"failed after {of}: {summary.get('error') or 'no error recorded'}"
+    if status == "pruned":
+        why = (summary.get("pruned") or {}).get("reason") or "no reason recorded"
+        return f"pruned by its tune's race after {of} ({wall}): {why}"
     return f"{status}: {of} so far"
 
 

@@ -34,7 +34,9 @@ from vwwfast.provenance import model_short, versions
 from vwwfast.records import selection, tensorboard
 
 KINDS = ("student", "teacher")
-ENDED = ("finished", "interrupted", "failed")
+ENDED = ("finished", "interrupted", "failed", "pruned")
+# a run that ended on its own (a resume leaves it as it is); pruned: a tune's race stopped it
+ENDED_BY_ITSELF = ("finished", "failed", "pruned")
 # Settings that differ between almost every pair of runs without changing what they learn.
 NOISE = {"note", "tag", "resume", "runs_dir"}
 RESULT_KEYS = ("best_val_acc", "best_epoch", "recall_0", "recall_1", "confusion",
@@ -42,7 +44,7 @@ RESULT_KEYS = ("best_val_acc", "best_epoch", "recall_0", "recall_1", "confusion"
 SWEEP_FILE = "sweep.json"
 
 
-def _clean_tag(tag: Optional[str]) -> str:
+def clean_tag(tag: Optional[str]) -> str:
     """Letters, digits, '_', '-' and single dots (a sweep label such as 'a0.5-T4')."""
     tag = re.sub(r"[^A-Za-z0-9_.-]+|\.{2,}", "-", tag or "")
     return re.sub(r"-{2,}", "-", tag).strip("-_.")
@@ -52,7 +54,7 @@ def run_dir_name(kind: str, arch: str, input_size: int, tag: Optional[str], now:
                  width: Optional[float] = None) -> str:
     """The arch in short with its width multiplier when not 1: ..._student_mbv3s-0.35_vww96."""
     name = f"{now:%Y-%m-%d_%H-%M-%S}_{kind}_{model_short(arch, width)}_vww{input_size}"
-    tag = _clean_tag(tag)
+    tag = clean_tag(tag)
     return f"{name}_{tag}" if tag else name
 
 
@@ -97,7 +99,7 @@ def read_json(path: Path) -> dict:
 # ---------------------------------------------------------------------------------------
 # A run
 
-def _new_folder(root: Path, base: str) -> Path:
+def new_folder(root: Path, base: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(1, 1000):  # two records started in the same second get -2, -3, ...
         path = root / (base if i == 1 else f"{base}-{i}")
@@ -133,7 +135,7 @@ class Run:
         now = now or datetime.now()
         base = run_dir_name(kind, config.get("arch", "model"), config.get("input_size", 0),
                             config.get("tag"), now, config.get("width"))
-        run = cls(_new_folder(Path(runs_dir), base))
+        run = cls(new_folder(Path(runs_dir), base))
         write_atomic(run.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
         run._write_summary({"id": run.id, "kind": kind, "status": "running",
                             "started": now.isoformat(timespec="seconds"),
@@ -287,9 +289,9 @@ class SweepRecord:
     def create(cls, runs_dir, tag: Optional[str], mode: str, swept: dict,
                now: Optional[datetime] = None) -> "SweepRecord":
         now = now or datetime.now()
-        tag = _clean_tag(tag)
+        tag = clean_tag(tag)
         base = f"{now:%Y-%m-%d_%H-%M-%S}_sweep" + (f"_{tag}" if tag else "")
-        record = cls(_new_folder(Path(runs_dir), base))
+        record = cls(new_folder(Path(runs_dir), base))
         record._write({"id": record.id, "started": now.isoformat(timespec="seconds"),
                        "created_ns": time.time_ns(), "mode": mode,
                        "swept": {k: list(v) for k, v in swept.items()}, "members": [],

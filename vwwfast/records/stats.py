@@ -105,6 +105,46 @@ def mean_sd(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
     return mean, math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
 
 
+def smallest_resolvable(discordant: int, n: int, level: float = ALPHA) -> Optional[float]:
+    """The smallest accuracy difference two models that disagree on `discordant` of `n`
+    images could show with McNemar p < level: the least |b - c| that the exact test resolves,
+    over n. None when no split of so few discordant images would."""
+    if n <= 0 or discordant <= 0:
+        return None
+    for k in range(discordant % 2, discordant + 1, 2):  # b - c has the parity of b + c
+        b = (discordant + k) // 2
+        if mcnemar_p(b, discordant - b) < level:
+            return k / n
+    return None
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
+    """Kendall's tau-b between two scorings of the same items (ties counted as neither);
+    None for fewer than two items or when either scoring is all ties."""
+    n = len(a)
+    if n != len(b):
+        raise ValueError(f"two scorings of one set of items, got {n} and {len(b)}")
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    pairs_a = concordant + discordant + ties_b
+    pairs_b = concordant + discordant + ties_a
+    if pairs_a == 0 or pairs_b == 0:
+        return None
+    return (concordant - discordant) / math.sqrt(pairs_a * pairs_b)
+
+
 # ---------------------------------------------------------------------------------------
 # In words
 

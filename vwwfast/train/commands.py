@@ -13,7 +13,7 @@ from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_metric
 from vwwfast.interrupts import interrupt_point
 from vwwfast.progress import info, result, warn
-from vwwfast.records.runs import SweepRecord, resolve_run
+from vwwfast.records.runs import ENDED_BY_ITSELF, SweepRecord, resolve_run
 from vwwfast.records.table import print_sweep
 from vwwfast.train.inputs import resolve_configs
 from vwwfast.train.loop import fit
@@ -25,8 +25,10 @@ class SweepInfo:
     check has passed."""
 
     def __init__(self, record: Optional[SweepRecord], settings: list[dict],
-                 make: Optional[Callable[[], SweepRecord]] = None):
+                 make: Optional[Callable[[], SweepRecord]] = None,
+                 continue_with: Optional[str] = None):
         self.record, self.settings, self._make = record, settings, make
+        self.continue_with = continue_with  # the command that continues it (a tune's own)
         self.labels = [member_label(x) for x in settings]
 
     @property
@@ -142,7 +144,7 @@ def _resume(cfg, cls, kind: str) -> list[dict]:
         saved = C.load_yaml(run.path / "config.yaml")
         saved.pop("resume", None)
         cfgs.append(C.resolve(cls, saved, {}, where=str(run.path / "config.yaml")))
-    if sweep is not None and all(r.summary.get("status") in ("finished", "failed") for r in runs):
+    if sweep is not None and all(r.summary.get("status") in ENDED_BY_ITSELF for r in runs):
         raise UserError(f"every member of sweep {sweep.id} already ended; nothing to resume")
     info(f"resuming {len(runs)} run{'s' if len(runs) > 1 else ''}" + (f" of sweep {sweep.id}" if sweep else ""))
     summaries = fit(cfgs, kind, sweep=sweep, resume=runs)

@@ -32,7 +32,7 @@ from vwwfast.errors import UserError
 from vwwfast.interrupts import held_interrupt, interrupt_point
 from vwwfast.progress import info
 from vwwfast.records.report import write_report
-from vwwfast.records.runs import Run
+from vwwfast.records.runs import ENDED_BY_ITSELF, Run
 
 if TYPE_CHECKING:  # a Student is handed in; this module never makes one
     from vwwfast.train.student import Student
@@ -153,7 +153,9 @@ class RunRecords:
         if target is None:
             info("interrupted before any run folder was made; nothing to resume (run the command again)")
         else:
-            info(f"interrupted; records kept. Continue with: {self.command} --resume {target}")
+            command = (self.sweep.continue_with if self.sweep is not None and self.sweep.continue_with
+                       else f"{self.command} --resume {target}")
+            info(f"interrupted; records kept. Continue with: {command}")
 
     def _close(self, held: Held, status: Optional[str], reason: Optional[str]) -> dict:
         """End one run: status None = as its student ended (finished, or failed)."""
@@ -168,7 +170,7 @@ class RunRecords:
         else:
             summary = {**s.summary(), "train_wall_s": s.train_s, "wall_time_s": s.wall_before + wall}
             # a student that had ended (early stop, a NaN loss) keeps its end
-            own = s.status if s.status in ("finished", "failed") or status is None else status
+            own = s.status if s.status in ENDED_BY_ITSELF or status is None else status
             if own == "running":
                 own = "finished"
             if own == "failed" and s.error:

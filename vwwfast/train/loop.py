@@ -16,6 +16,7 @@ Around it, lifecycle.RunRecords makes and ends the run records.
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from vwwfast.devices import device_name
 from vwwfast.errors import UserError
 from vwwfast.fmt import fmt_duration, fmt_metric
 from vwwfast.progress import bar, info, warn
+from vwwfast.records.runs import ENDED_BY_ITSELF
 from vwwfast.teach.description import TeacherDescription, who_teaches
 from vwwfast.train.evaluate import evaluate_many, settle_bn
 from vwwfast.train.inputs import Inputs
@@ -35,10 +37,20 @@ from vwwfast.train.stacked import Stacks
 from vwwfast.train.student import Student, load_last, views_digest
 
 
-def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[dict]:
+class Race(Protocol):
+    """What fit asks of a race (tune/racing.py): it may stop students (Student.prune)."""
+
+    def begin(self, students: list[Student]) -> None: ...
+
+    def epoch_ended(self, epoch: int, students: list[Student]) -> None: ...
+
+
+def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None,
+        race: Race | None = None) -> list[dict]:
     """Train one student per config on cfgs[0].shards, every batch shared; the configs agree
     on everything a student cannot own (checked by config.resolve_sweep). Each student gets a
-    new run, or continues its run in `resume` (one per config). Returns the runs' summaries."""
+    new run, or continues its run in `resume` (one per config). `race` (tune) may stop
+    students once they are made and after each epoch. Returns the runs' summaries."""
     base = cfgs[0]
     needs_teacher = any(KDRecipe.of_config(c).uses_teacher for c in cfgs)
     with RunRecords(kind, sweep, resume) as records, Inputs(base, needs_teacher=needs_teacher) as inputs:
@@ -49,6 +61,8 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
             info(teacher_line(inputs.source.describe()))
         students = _hold(records, cfgs, kind, inputs, steps, sweep, resume)
         interrupt_point("runs-made")
+        if race is not None:
+            race.begin(students)
         stacks = Stacks() if base.stacks_students() else None
         epoch_seconds: list[float] = []
         for epoch in range(min((s.start_epoch for s in students), default=1), base.epochs + 1):
@@ -65,6 +79,8 @@ def fit(cfgs: list, kind: str, sweep=None, resume: list | None = None) -> list[d
                 s.end_epoch(epoch, record, metrics, holdout)
                 records.epoch_done(s, epoch)
                 _say(s, epoch, base.epochs, record, eta)
+            if race is not None:
+                race.epoch_ended(epoch, students)
             interrupt_point("epoch-ended")
     return records.summaries
 
@@ -166,7 +182,7 @@ def _resumed_students(cfgs, kind, device, steps, sweep, runs) -> list[Student | 
     ended. Nothing is written here: a refused resume changes no run."""
     loaded: list[Student | None] = []
     for k, (cfg, run) in enumerate(zip(cfgs, runs)):
-        if sweep is not None and run.summary.get("status") in ("finished", "failed"):
+        if sweep is not None and run.summary.get("status") in ENDED_BY_ITSELF:
             loaded.append(None)
             continue
         s = Student(cfg, kind, device, steps, run if D.is_main() else None,

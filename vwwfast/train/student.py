@@ -122,8 +122,9 @@ class Student:
         self.start_epoch = 1               # the first epoch this process trains
         self.wall_before = 0.0             # wall time of the run before this process (a resume)
         self.best = {"val_acc": -1.0, "epoch": 0}
-        self.status = "running"            # -> finished | failed (interrupted is the loop's)
+        self.status = "running"            # -> finished | failed | pruned (interrupted: the loop's)
         self.error: str | None = None
+        self.pruned: dict | None = None    # a tune's race stopped it: at which rung, why
         self.stopped_early = False
         self.compile_s = 0.0
         self.train_s = 0.0
@@ -217,6 +218,11 @@ class Student:
             self.status = "finished"
         return improved
 
+    def prune(self, decision: dict) -> None:
+        """A tune's race stops this student (its checkpoints stay as the last epoch left them)."""
+        if self.status == "running":
+            self.status, self.pruned = "pruned", decision
+
     def best_score(self) -> float:
         """The best epoch's accuracy on the split that chooses (a last.pt written before
         holdouts existed chose on val)."""
@@ -269,7 +275,8 @@ class Student:
                 "recall_0": best.get("recall_0"), "recall_1": best.get("recall_1"),
                 "confusion": best.get("confusion"), "stopped_early": self.stopped_early,
                 "img_per_s": self.images / max(self.train_s, 1e-9) if self.images else None,
-                "compile_s": self.compile_s, "lr_peak": self.lr}
+                "compile_s": self.compile_s, "lr_peak": self.lr,
+                **({"pruned": self.pruned} if self.pruned else {})}
 
 
 def views_digest(params: np.ndarray) -> str:
