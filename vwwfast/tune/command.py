@@ -105,15 +105,19 @@ def _run(record: TuneRecord, study) -> dict:
          f"(optuna-dashboard opens it)")
     record.data["status"] = "running"
     record.save()
-    while True:
-        rounds = record.rounds
-        if rounds and not rounds[-1].get("told"):
-            _train_round(record, study, len(rounds) - 1)
-            _end_round(record, study, len(rounds) - 1)
-        elif len(rounds) < d["rounds_wanted"]:
-            _new_round(record, study)
-        else:
-            break
+    try:
+        while True:
+            rounds = record.rounds
+            if rounds and not rounds[-1].get("told"):
+                _train_round(record, study, len(rounds) - 1)
+                _end_round(record, study, len(rounds) - 1)
+            elif len(rounds) < d["rounds_wanted"]:
+                _new_round(record, study)
+            else:
+                break
+    except KeyboardInterrupt:
+        record.finish("interrupted")
+        raise
     record.finish("finished")
     return record.data
 

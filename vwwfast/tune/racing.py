@@ -8,6 +8,7 @@ same students again (`begin`) and decides a rung it missed from the same files.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -85,7 +86,8 @@ class RoundRace:
             arms.append(arm_of(key, dirs, rung, control=key == CONTROL))
         verdicts = R.decide(arms, eta=self.eta, level=self.level, rungs=len(self.rungs))
         self.round["decisions"].append({"epoch": rung, "verdicts": [v.to_dict() for v in verdicts],
-                                        "floor": verdicts[0].extra["floor"] if verdicts else None})
+                                        "floor": verdicts[0].extra["floor"] if verdicts else None,
+                                        "time": time.time()})
         self.record.save()
         say_rung(rung, verdicts)
         if self.on_rung is not None:
