@@ -239,9 +239,11 @@ def _say_round(record: TuneRecord, k: int) -> None:
     result(f"round {k + 1}: {rnd['student_epochs']} student-epochs, {rnd['student_epochs'] / grid:.2f} "
            f"of a grid of these {settings} settings x {d['seeds']} seeds ({grid}); "
            f"{rnd['student_epochs'] / (settings * d['base']['epochs']):.2f} of a one-seed grid")
-    for dec in rnd["decisions"]:
-        cut = [v for v in dec["verdicts"] if v["verdict"] != R.GO_ON]
-        result(f"  rung {dec['epoch']}: " + (", ".join(f"{v['setting']} {v['verdict']}" for v in cut)
-                                               if cut else "every setting goes on"))
     for line in lines(rnd["report"]):
         result(line)
+    for verdict, said in ((R.WORSE, "worse at the epoch they stopped (a verdict is about its rung)"),
+                          (R.NOT_RESOLVED, "not resolved (stopped for the budget, not shown worse)")):
+        stopped = [f"{v['setting']} ({member_label(_params(rnd, v['setting']))}) at epoch {dec['epoch']}"
+                   for dec in rnd["decisions"] for v in dec["verdicts"] if v["verdict"] == verdict]
+        if stopped:
+            result(f"{said}: {', '.join(stopped)}")

@@ -97,9 +97,12 @@ def seed_matched_counts(leader: Arm, arm: Arm) -> tuple[int, int]:
     return int((lead & ~other).sum()), int((~lead & other).sum())
 
 
-def decide(arms: list[Arm], *, eta: float, level: float = 0.05, rungs: int = 1) -> list[Verdict]:
+def decide(arms: list[Arm], *, eta: float, level: float = 0.05, rungs: int = 1,
+           epoch: Optional[int] = None) -> list[Verdict]:
     """Every arm's verdict at one rung (same order as `arms`); `rungs`: how many rungs share
-    the family error rate `level` (each tests at level / rungs)."""
+    the family error rate `level` (each tests at level / rungs); `epoch`: the rung's, for
+    the reasons (a verdict is about that epoch, not the end)."""
+    at = "" if epoch is None else f" at epoch {epoch}"
     if not arms:
         return []
     shapes = {a.right.shape[1] for a in arms}
@@ -119,11 +122,11 @@ def decide(arms: list[Arm], *, eta: float, level: float = 0.05, rungs: int = 1) 
         v.p_holm = p_adj
         if floor is not None and v.gap > floor and p_adj <= per_rung:
             v.verdict = WORSE
-            v.reason = (f"{v.gap * 100:.1f} pt under the leader ({leader.key}), beyond the "
-                        f"{floor * 100:.1f} pt seeds alone give; Holm p {p_adj:.2g} <= {per_rung:.3g}")
+            v.reason = (f"{v.gap * 100:.1f} pt under {leader.key}{at}, beyond the {floor * 100:.1f} pt "
+                        f"seeds alone give; Holm p {p_adj:.2g} <= {per_rung:.3g}")
         if arms[i].control and v.verdict == WORSE:
             v.verdict, v.reason = GO_ON, v.reason + " (the control goes on: the report pairs on it)"
-    _budget(arms, out, eta, leader.key)
+    _budget(arms, out, eta, leader.key + at)
     for v in out:
         v.extra = {"leader": leader.key, "floor": floor, "level": per_rung}
     return out
@@ -137,8 +140,8 @@ def _budget(arms: list[Arm], out: list[Verdict], eta: float, leader: str) -> Non
     for i in going[keep:]:
         v = out[i]
         v.verdict = NOT_RESOLVED
-        v.reason = (f"budget: {keep} of {len(searched)} settings go on (eta {eta:g}); "
-                    f"{v.gap * 100:.1f} pt under {leader}, not shown worse (p {v.p_holm:.2g})")
+        v.reason = (f"budget ({keep} of {len(searched)} go on, eta {eta:g}); {v.gap * 100:.1f} pt "
+                    f"under {leader}, not shown worse (Holm p {v.p_holm:.2g})")
 
 
 def parse_rungs(given: Optional[list], epochs: int) -> list[int]:

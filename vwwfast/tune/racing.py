@@ -84,7 +84,7 @@ class RoundRace:
         for key in self.racing(rung):
             dirs = [self._runs_dir() / m["run"] for m in self.round["members"] if m["key"] == key]
             arms.append(arm_of(key, dirs, rung, control=key == CONTROL))
-        verdicts = R.decide(arms, eta=self.eta, level=self.level, rungs=len(self.rungs))
+        verdicts = R.decide(arms, eta=self.eta, level=self.level, rungs=len(self.rungs), epoch=rung)
         self.round["decisions"].append({"epoch": rung, "verdicts": [v.to_dict() for v in verdicts],
                                         "floor": verdicts[0].extra["floor"] if verdicts else None,
                                         "time": time.time()})
@@ -111,10 +111,20 @@ CONTROL = "control"
 
 
 def say_rung(rung: int, verdicts: list[R.Verdict]) -> None:
-    floor = verdicts[0].extra["floor"] if verdicts else None
-    shown = "none (one seed)" if floor is None else f"{floor * 100:.1f} pt"
-    info(f"rung at epoch {rung}: leader {verdicts[0].extra['leader'] if verdicts else '-'}, "
-         f"noise floor {shown}")
+    """The rung's verdicts, one line a setting (the reasons in full are in the records)."""
+    if not verdicts:
+        return
+    extra = verdicts[0].extra
+    floor = "none (one seed)" if extra["floor"] is None else f"{extra['floor'] * 100:.1f} pt"
+    info(f"rung at epoch {rung}: leader {extra['leader']}, noise floor {floor}, Holm level "
+         f"{extra['level']:.3g}")
     for v in verdicts:
-        tail = f": {v.reason}" if v.verdict != R.GO_ON else f" (p {v.p_holm:.2g})" if v.gap > 0 else ""
-        info(f"  {v.key:<10} {v.mean:.4f}  {v.verdict}{tail}")
+        if v.key == extra["leader"]:
+            info(f"  {v.key:<8} {v.mean:.4f}  leader")
+            continue
+        what = v.verdict
+        if v.verdict == R.NOT_RESOLVED:
+            what += " (budget)"
+        elif v.reason:  # the control, worse, goes on
+            what += " (the control)"
+        info(f"  {v.key:<8} {v.mean:.4f}  {0.0 - v.gap * 100:+5.1f} pt  Holm p {v.p_holm:<8.2g} {what}")

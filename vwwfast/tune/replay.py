@@ -79,7 +79,7 @@ def race_on(groups: dict[str, list[Path]], rungs: list[int], eta: float, level: 
         keys = [a.key for a in every]
         taus.append(kendall_tau([a.mean for a in every], [report_mean[k] for k in keys]))
         verdicts = R.decide([a for a in every if a.key in racing], eta=eta, level=level,
-                            rungs=len(rungs))
+                            rungs=len(rungs), epoch=rung)
         decisions.append({"epoch": rung, "verdicts": [v.to_dict() for v in verdicts],
                           "floor": verdicts[0].extra["floor"] if verdicts else None})
         racing = [v.key for v in verdicts if v.verdict == R.GO_ON]
