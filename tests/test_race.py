@@ -200,3 +200,20 @@ def test_rungs():
             R.parse_rungs(given, 12)
     with pytest.raises(UserError, match="leaves no epoch to decide at"):
         R.parse_rungs(None, 2)
+
+
+def test_the_rung_block_names_each_verdict(capsys):
+    from vwwfast.tune.racing import say_rung
+    lead = np.zeros((2, N), bool)
+    lead[:, :300] = True
+    bad = lead.copy()
+    bad[:, :80] = False
+    say_rung(3, R.decide([R.Arm("t0", lead), R.Arm("t1", bad), R.Arm("control", bad.copy(), True)],
+                         eta=3.0, epoch=3))
+    err = capsys.readouterr().err
+    assert "rung at epoch 3: leader t0, noise floor 0.0 pt, Holm level 0.05" in err
+    [t1] = [line for line in err.splitlines() if line.strip().startswith("t1")]
+    [control] = [line for line in err.splitlines() if line.strip().startswith("control")]
+    assert t1.rstrip().endswith("worse") and "-20.0 pt" in t1
+    assert control.rstrip().endswith("go on (the control)")
+    assert max(len(line) for line in err.splitlines()) <= 100

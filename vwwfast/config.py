@@ -340,6 +340,12 @@ class TuneConfig(DistillConfig):
                                        "processes) or an RDB URL such as sqlite:///tune.db; "
                                        "unset = study.log in the tune's folder")
     study: str = opt("vwwfast-tune", "the study's name in --storage")
+    holdout: Optional[int] = opt(None, "training samples set apart (fixed by --holdout-seed, "
+                                       "never trained on): the selection split every decision "
+                                       "is made on; unset = a fifth of the train split",
+                                 lo=1, short="hold")
+    resume: Optional[str] = opt(None, "a tune (its folder, id or a unique part) to continue",
+                                path=True)
     replay: Optional[str] = opt(None, "a finished sweep whose members kept --holdout "
                                       "predictions: what the race would have decided on it "
                                       "(trains nothing)", path=True)

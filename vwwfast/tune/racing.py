@@ -125,6 +125,6 @@ def say_rung(rung: int, verdicts: list[R.Verdict]) -> None:
         what = v.verdict
         if v.verdict == R.NOT_RESOLVED:
             what += " (budget)"
-        elif v.reason:  # the control, worse, goes on
+        elif v.verdict == R.GO_ON and v.reason:  # the control, worse, goes on
             what += " (the control)"
         info(f"  {v.key:<8} {v.mean:.4f}  {0.0 - v.gap * 100:+5.1f} pt  Holm p {v.p_holm:<8.2g} {what}")
