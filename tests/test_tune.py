@@ -81,7 +81,8 @@ def test_a_tune_races_records_and_reports(synth_shards, small_store, tmp_path, c
 @pytest.mark.slow
 def test_a_tune_killed_then_resumed_completes_its_study(synth_shards, small_store, tmp_path):
     runs = tmp_path / "runs"
-    argv = tune_args(synth_shards, small_store, runs, "--trials", "3", "--rungs", "1")
+    argv = [*tune_args(synth_shards, small_store, runs, "--trials", "3", "--rungs", "1")]
+    argv[argv.index("--epochs") + 1] = "2"
     log = tmp_path / "tune.log"
     proc = start(log, *argv)
 
@@ -103,7 +104,7 @@ def test_a_tune_killed_then_resumed_completes_its_study(synth_shards, small_stor
         key = next(m["key"] for m in tune["rounds"][0]["members"] if m["run"] == run)
         assert s["status"] == ("pruned" if key in cut else "finished"), (run, s["status"])
         if key not in cut:
-            assert s["epochs_done"] == 3
+            assert s["epochs_done"] == 2
     import optuna
     study = load_study(Path(tune["storage"]))
     assert len(study.trials) == 3
@@ -114,9 +115,12 @@ def test_a_tune_killed_then_resumed_completes_its_study(synth_shards, small_stor
 @pytest.mark.slow
 def test_two_tune_processes_share_one_study(synth_shards, small_store, tmp_path):
     shared = tmp_path / "shared.log"
-    procs = [subprocess.Popen(vwwfast_cmd(*tune_args(synth_shards, small_store, tmp_path / f"runs{k}",
-                                                     "--trials", "1", "--rungs", "1",
-                                                     "--storage", shared, "--seed", str(k))),
+    def argv(k: int) -> list:
+        a = tune_args(synth_shards, small_store, tmp_path / f"runs{k}", "--trials", "1", "--rungs", "1",
+                      "--storage", shared, "--seed", str(k))
+        a[a.index("--epochs") + 1] = "2"
+        return a
+    procs = [subprocess.Popen(vwwfast_cmd(*argv(k)),
                               env=vwwfast_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for k in range(2)]
     for p in procs:
