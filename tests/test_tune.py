@@ -79,7 +79,7 @@ def test_a_tune_races_records_and_reports(synth_shards, small_store, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_tune_killed_then_resumed_completes_its_study(synth_shards, small_store, tmp_path):
+def test_a_tune_killed_then_resumed_completes_its_study(synth_shards, small_store, tmp_path, capsys):
     runs = tmp_path / "runs"
     argv = [*tune_args(synth_shards, small_store, runs, "--trials", "3", "--rungs", "1")]
     argv[argv.index("--epochs") + 1] = "2"
@@ -94,6 +94,11 @@ def test_a_tune_killed_then_resumed_completes_its_study(synth_shards, small_stor
     kill_when(proc, decided, log)
     tune = the_tune(runs)
     assert tune["status"] == "running" and not tune["rounds"][0]["told"]
+    # its sweep, or a run of it, continues with the tune: distill would skip the race
+    member = runs / tune["rounds"][0]["members"][0]["run"]
+    for ref in (runs / tune["rounds"][0]["sweep"], member):
+        line = one_line_error(capsys, "distill", "--resume", ref, "--runs-dir", runs)
+        assert f"is a round of a tune; continue it with `vwwfast tune --resume {runs / tune['id']}`" in line
     done = subprocess.run(vwwfast_cmd("tune", "--resume", tune["id"], "--runs-dir", runs),
                           env=vwwfast_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -182,5 +187,9 @@ def test_the_refusals_write_nothing(synth_shards, small_store, tmp_path, capsys)
         line = one_line_error(capsys, *base, *extra)
         assert message in line, (extra, line)
         assert not runs.exists() or not any(runs.iterdir()), extra
+    big = [x if x != "32" else "128" for x in base]  # 72 training samples after --holdout 24
+    line = one_line_error(capsys, *big, "--holdout", "24", "--space", "alpha=0.3:0.9")
+    assert "--batch-size 128 is larger than the 72 training samples" in line
+    assert not runs.exists() or not any(runs.iterdir())
     assert "is not a tune" in one_line_error(capsys, "tune", "--resume", tmp_path, "--runs-dir", runs)
     assert "names no tune" in one_line_error(capsys, "tune", "--resume", "nothing", "--runs-dir", tmp_path)

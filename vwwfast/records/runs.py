@@ -287,7 +287,8 @@ class SweepRecord:
 
     @classmethod
     def create(cls, runs_dir, tag: Optional[str], mode: str, swept: dict,
-               now: Optional[datetime] = None) -> "SweepRecord":
+               now: Optional[datetime] = None, continue_with: Optional[str] = None) -> "SweepRecord":
+        """continue_with: the command that continues it when not `distill --resume` (a tune's)."""
         now = now or datetime.now()
         tag = clean_tag(tag)
         base = f"{now:%Y-%m-%d_%H-%M-%S}_sweep" + (f"_{tag}" if tag else "")
@@ -295,7 +296,7 @@ class SweepRecord:
         record._write({"id": record.id, "started": now.isoformat(timespec="seconds"),
                        "created_ns": time.time_ns(), "mode": mode,
                        "swept": {k: list(v) for k, v in swept.items()}, "members": [],
-                       "status": "running"})
+                       "status": "running", **({"continue_with": continue_with} if continue_with else {})})
         return record
 
     def add_member(self, run_id: str, settings: dict) -> None:

@@ -119,6 +119,27 @@ def _report_sweep(summaries: list[dict], sweep: SweepInfo) -> None:
         raise UserError(f"every student of the sweep failed ({failed[0].get('error')})")
 
 
+def saved_config(run, cls):
+    """The settings a run started with (its config.yaml), to continue it with."""
+    saved = C.load_yaml(run.path / "config.yaml")
+    saved.pop("resume", None)
+    return C.resolve(cls, saved, {}, where=str(run.path / "config.yaml"))
+
+
+def _sweep_of(run) -> dict:
+    """The record of the sweep a run belongs to ({} for a lone run, or one since removed)."""
+    sweep = run.summary.get("sweep")
+    path = run.path.parent / str(sweep) / "sweep.json"
+    return SweepRecord(path.parent).data if sweep and path.is_file() else {}
+
+
+def _refuse_a_tune_round(sweep: dict) -> None:
+    """A tune's round continues with its tune, whose race decides the rungs still to come."""
+    if sweep.get("continue_with"):
+        raise UserError(f"sweep {sweep.get('id')} is a round of a tune; continue it with "
+                        f"`{sweep['continue_with']}`")
+
+
 def _resume(cfg, cls, kind: str) -> list[dict]:
     """Continue a run (or a whole sweep) with the settings it started with."""
     ref = cfg.resume
@@ -130,20 +151,18 @@ def _resume(cfg, cls, kind: str) -> list[dict]:
             sweep_dir = None
     if sweep_dir is not None:
         record = SweepRecord.open(str(sweep_dir), cfg.runs_dir)
+        _refuse_a_tune_round(record.data)
         runs = [resolve_run(m["run"], record.path.parent) for m in record.members]
         sweep = SweepInfo(record, [m["settings"] for m in record.members])
     else:
         runs, sweep = [resolve_run(ref, cfg.runs_dir)], None
+        _refuse_a_tune_round(_sweep_of(runs[0]))
         status = runs[0].summary.get("status")
         if status == "finished":
             raise UserError(f"{runs[0].id} already finished ({runs[0].summary.get('epochs_done')} "
                             f"epochs); to train longer start a new run from its weights: "
                             f"--init {runs[0].path}/model.pt")
-    cfgs = []
-    for run in runs:
-        saved = C.load_yaml(run.path / "config.yaml")
-        saved.pop("resume", None)
-        cfgs.append(C.resolve(cls, saved, {}, where=str(run.path / "config.yaml")))
+    cfgs = [saved_config(run, cls) for run in runs]
     if sweep is not None and all(r.summary.get("status") in ENDED_BY_ITSELF for r in runs):
         raise UserError(f"every member of sweep {sweep.id} already ended; nothing to resume")
     info(f"resuming {len(runs)} run{'s' if len(runs) > 1 else ''}" + (f" of sweep {sweep.id}" if sweep else ""))

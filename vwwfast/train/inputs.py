@@ -68,6 +68,16 @@ def resolve_configs(cfgs: list[C.T], needs_teacher: bool | None = None) -> list[
     return resolved
 
 
+def full_steps(n: int, batch_size: int) -> int:
+    """Full batches every rank runs an epoch of n training samples; a batch larger than a
+    rank's share is refused (KDData only warns: Inputs.steps)."""
+    steps = steps_per_rank(n, D.world_size(), batch_size, drop_last=True)
+    if steps < 1:
+        raise UserError(f"--batch-size {batch_size} is larger than the {n // D.world_size()} training "
+                        f"samples each process gets; lower it")
+    return steps
+
+
 def check_model_budgets(cfg: C.TrainConfig) -> None:
     """--max-flash / --max-ram of distill, before any record: the int8 weights (about one
     byte per parameter) and the estimated int8 activation peak of the model the run would

@@ -153,9 +153,14 @@ class RunRecords:
         if target is None:
             info("interrupted before any run folder was made; nothing to resume (run the command again)")
         else:
-            command = (self.sweep.continue_with if self.sweep is not None and self.sweep.continue_with
-                       else f"{self.command} --resume {target}")
-            info(f"interrupted; records kept. Continue with: {command}")
+            info(f"interrupted; records kept. Continue with: {self._continue_command(target)}")
+
+    def _continue_command(self, target) -> str:
+        """What continues `target` (this pass's sweep or a run of it): a tune's round
+        continues with its tune, anything else with --resume."""
+        if self.sweep is not None and self.sweep.continue_with:
+            return self.sweep.continue_with
+        return f"{self.command} --resume {target}"
 
     def _close(self, held: Held, status: Optional[str], reason: Optional[str]) -> dict:
         """End one run: status None = as its student ended (finished, or failed)."""
@@ -178,7 +183,7 @@ class RunRecords:
         if own == "failed":
             summary["error"] = reason
         if own == "interrupted":
-            summary["resume_command"] = f"{self.command} --resume {run.path if run else ''}"
+            summary["resume_command"] = self._continue_command(run.path if run else "")
         if run is None:
             return {**summary, "status": own}
         assert own is not None, "a run without a student ends with the pass's status"

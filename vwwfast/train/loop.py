@@ -29,7 +29,7 @@ from vwwfast.progress import bar, info, warn
 from vwwfast.records.runs import ENDED_BY_ITSELF
 from vwwfast.teach.description import TeacherDescription, who_teaches
 from vwwfast.train.evaluate import evaluate_many, settle_bn
-from vwwfast.train.inputs import Inputs
+from vwwfast.train.inputs import Inputs, full_steps
 from vwwfast.interrupts import interrupt_point
 from vwwfast.train.lifecycle import RunRecords
 from vwwfast.train.losses import KDRecipe
@@ -142,13 +142,8 @@ def train_epoch(students: list[Student], epoch: int, base, inputs: Inputs, steps
 # What the students share, and the students
 
 def _steps(inputs: Inputs, batch_size: int) -> int:
-    """Steps an epoch, every one a full batch; a batch larger than a rank's share is refused."""
-    steps = inputs.steps(batch_size)
-    if steps < 1:
-        n = len(inputs.subset)
-        raise UserError(f"--batch-size {batch_size} is larger than the {n // D.world_size()} training "
-                        f"samples each process gets; lower it")
-    return steps
+    """Steps an epoch, every one a full batch (a resume reaches here without resolve_configs)."""
+    return full_steps(len(inputs.subset), batch_size)
 
 
 def _hold(records: RunRecords, cfgs: list, kind: str, inputs: Inputs, steps: int, sweep,

@@ -19,16 +19,17 @@ from typing import Optional
 
 from vwwfast import config as C
 from vwwfast import distributed as D
+from vwwfast.data.epochs import training_samples
 from vwwfast.data.shards import ShardSet
 from vwwfast.errors import UserError
 from vwwfast.progress import info, result
-from vwwfast.records.runs import SweepRecord, resolve_run
-from vwwfast.train.commands import SweepInfo, member_label
-from vwwfast.train.inputs import resolve_configs
+from vwwfast.records.runs import ENDED_BY_ITSELF, SweepRecord, read_json, resolve_run
+from vwwfast.train.commands import SweepInfo, member_label, saved_config
+from vwwfast.train.inputs import full_steps, resolve_configs
 from vwwfast.train.loop import fit
 from vwwfast.tune import race as R
 from vwwfast.tune import study as S
-from vwwfast.tune.racing import CONTROL, RoundRace
+from vwwfast.tune.racing import RoundRace
 from vwwfast.tune.race import parse_rungs
 from vwwfast.tune.record import STUDY_FILE, TuneRecord
 from vwwfast.tune.replay import replay
@@ -48,14 +49,14 @@ def tune(cfg: C.TuneConfig) -> dict:
         record = TuneRecord.open(cfg.resume, cfg.runs_dir)
         return _run(record, _study(record))
     fields = plan(cfg)
-    storage = S.storage_of(cfg.storage, Path("unused")) if cfg.storage else None
-    if storage is not None:
-        S.open_study(storage, cfg.study, 0)  # refused here, before any folder is made
+    # a --storage that cannot be opened is refused here, before any folder is made
+    study = S.open_study(S.storage_of(cfg.storage), cfg.study, cfg.seed) if cfg.storage else None
     record = TuneRecord.create(cfg.runs_dir, cfg.tag, fields)
-    if cfg.storage is None:
+    if study is None:
         record.data["storage"] = str(record.path / STUDY_FILE)
         record.save()
-    return _run(record, _study(record))
+        study = _study(record)
+    return _run(record, study)
 
 
 def plan(cfg: C.TuneConfig) -> dict:
@@ -68,8 +69,8 @@ def plan(cfg: C.TuneConfig) -> dict:
     dims = parse_space(cfg.space)
     rungs = parse_rungs(cfg.rungs, cfg.epochs)
     holdout = cfg.holdout
+    n = len(ShardSet.open(Path(cfg.shards)).split("train"))
     if holdout is None:  # a fifth of the train split chooses, unless told otherwise
-        n = len(ShardSet.open(Path(cfg.shards)).split("train"))
         holdout = max(1, n // 5)
         info(f"--holdout {holdout}: a fifth of the {n:,} training samples choose (set it with --holdout)")
     base = {k: v for k, v in C.to_dict(cfg).items() if k in DISTILL_FIELDS}
@@ -77,6 +78,10 @@ def plan(cfg: C.TuneConfig) -> dict:
     probe = [_member_config(base, {d.name: (d.choices[0] if d.choices else d.lo) for d in dims}, 0, ""),
              _member_config(base, {"alpha": 0.0}, 0, "")]
     resolve_configs(probe)  # shards, store, holdout and budgets refused before anything is made
+    # the loop refuses a batch larger than the training set only once tune.json exists
+    subset, _ = training_samples(n, holdout=holdout, holdout_seed=0, limit=cfg.train_limit,
+                                 limit_seed=0)
+    full_steps(len(subset), cfg.batch_size)
     return {"config": C.to_dict(cfg), "base": base, "space": [d.text() for d in dims],
             "rungs": rungs, "trials": cfg.trials, "seeds": cfg.seeds, "eta": cfg.eta,
             "level": cfg.level, "rounds_wanted": cfg.rounds, "storage": cfg.storage,
@@ -90,8 +95,7 @@ def _member_config(base: dict, settings: dict, seed: int, tag: str) -> C.Distill
 
 def _study(record: TuneRecord):
     d = record.data
-    return S.open_study(S.storage_of(d["storage"], record.path / STUDY_FILE), d["study"],
-                        d["sampler_seed"])
+    return S.open_study(S.storage_of(d["storage"]), d["study"], d["sampler_seed"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ def _new_round(record: TuneRecord, study) -> None:
     d = record.data
     dims = parse_space(d["space"])
     trials = S.ask(study, distributions(dims), d["trials"])
-    plan = [(f"t{t.number}", dict(t.params)) for t in trials] + [(CONTROL, {"alpha": 0.0})]
+    plan = [(f"t{t.number}", dict(t.params)) for t in trials] + [(R.CONTROL, {"alpha": 0.0})]
     members = [{"key": key, "seed": s, "settings": {**params, "init_seed": s}, "run": None}
                for key, params in plan for s in range(d["seeds"])]
     record.rounds.append({"trials": [{"number": t.number, "trial_id": S.trial_id(t),
@@ -140,8 +144,11 @@ def _train_round(record: TuneRecord, study, k: int) -> None:
     base = d["base"]
     info(f"round {k + 1} of {d['rounds_wanted']}: " + "; ".join(
         f"t{t['number']} {member_label(t['params'])}" for t in rnd["trials"]))
-    race = RoundRace(record, k, d["rungs"], d["eta"], d["level"], None,
-                     on_rung=lambda rung, verdicts: _report_rung(study, rnd, rung, verdicts))
+    continue_with = f"vwwfast tune --resume {record.path}"
+
+    def race(sweep: SweepInfo) -> RoundRace:
+        return RoundRace(record, k, d["rungs"], d["eta"], d["level"], sweep,
+                         on_rung=lambda rung, verdicts: _report_rung(study, rnd, rung, verdicts))
     if rnd["sweep"] is None:
         settings = [m["settings"] for m in rnd["members"]]
         tags = ["_".join(t for t in (base.get("tag"), m["key"], member_label(m["settings"])) if t)
@@ -152,25 +159,22 @@ def _train_round(record: TuneRecord, study, k: int) -> None:
             n for s in settings for n in s)}
 
         def make() -> SweepRecord:
-            sweep = SweepRecord.create(base["runs_dir"], _round_tag(base, record, k), "tune", swept)
+            sweep = SweepRecord.create(base["runs_dir"], _round_tag(base, record, k), "tune", swept,
+                                       continue_with=continue_with)
             rnd["sweep"] = sweep.id
             record.save()
             return sweep
-        info_ = SweepInfo(None, settings, make, continue_with=f"vwwfast tune --resume {record.path}")
-        race.sweep = info_
-        fit(cfgs, "student", sweep=info_, race=race)
+        info_ = SweepInfo(None, settings, make, continue_with=continue_with)
+        fit(cfgs, "student", sweep=info_, race=race(info_))
         return
     sweep = SweepRecord.open(Path(base["runs_dir"]) / rnd["sweep"], base["runs_dir"])
     runs = [resolve_run(m["run"], sweep.path.parent) for m in sweep.members]
-    info_ = SweepInfo(sweep, [m["settings"] for m in sweep.members],
-                      continue_with=f"vwwfast tune --resume {record.path}")
-    race.sweep = info_
-    if all(r.summary.get("status") in ("finished", "failed", "pruned") for r in runs):
+    info_ = SweepInfo(sweep, [m["settings"] for m in sweep.members], continue_with=continue_with)
+    if all(r.summary.get("status") in ENDED_BY_ITSELF for r in runs):
         return
-    cfgs = [C.resolve(C.DistillConfig, {**C.load_yaml(r.path / "config.yaml"), "resume": None}, {},
-                      where=str(r.path / "config.yaml")) for r in runs]
+    cfgs = [saved_config(r, C.DistillConfig) for r in runs]
     info(f"resuming round {k + 1}: sweep {sweep.id}")
-    fit(cfgs, "student", sweep=info_, resume=runs, race=race)
+    fit(cfgs, "student", sweep=info_, resume=runs, race=race(info_))
 
 
 def _round_tag(base: dict, record: TuneRecord, k: int) -> str:
@@ -192,13 +196,11 @@ def _report_rung(study, rnd: dict, rung: int, verdicts: list[R.Verdict]) -> None
 def _end_round(record: TuneRecord, study, k: int) -> None:
     rnd, d = record.rounds[k], record.data
     runs_dir = Path(d["base"]["runs_dir"])
-    cut = {v["setting"]: {"rung": dec["epoch"], **v} for dec in rnd["decisions"]
-           for v in dec["verdicts"] if v["verdict"] != R.GO_ON}
+    cut = R.stopped(rnd["decisions"])
     groups = []
     for key in dict.fromkeys(m["key"] for m in rnd["members"]):
         dirs = [runs_dir / m["run"] for m in rnd["members"] if m["key"] == key and m["run"]]
-        label = member_label({k_: v for k_, v in _params(rnd, key).items()})
-        g = group_of(key, label, dirs) if key not in cut else None
+        g = group_of(key, member_label(_params(rnd, key)), dirs) if key not in cut else None
         if g is not None:
             groups.append(g)
     for t in rnd["trials"]:
@@ -221,13 +223,12 @@ def _end_round(record: TuneRecord, study, k: int) -> None:
 
 
 def _params(rnd: dict, key: str) -> dict:
-    if key == CONTROL:
+    if key == R.CONTROL:
         return {"alpha": 0.0}
     return next(t["params"] for t in rnd["trials"] if f"t{t['number']}" == key)
 
 
 def _spent(rnd: dict, runs_dir: Path) -> int:
-    from vwwfast.records.runs import read_json
     return sum(int(read_json(runs_dir / m["run"] / "summary.json").get("epochs_done") or 0)
                for m in rnd["members"] if m["run"])
 
@@ -243,7 +244,7 @@ def _say_round(record: TuneRecord, k: int) -> None:
         result(line)
     for verdict, said in ((R.WORSE, "worse at the epoch they stopped (a verdict is about its rung)"),
                           (R.NOT_RESOLVED, "not resolved (stopped for the budget, not shown worse)")):
-        stopped = [f"{v['setting']} ({member_label(_params(rnd, v['setting']))}) at epoch {dec['epoch']}"
-                   for dec in rnd["decisions"] for v in dec["verdicts"] if v["verdict"] == verdict]
+        stopped = [f"{key} ({member_label(_params(rnd, key))}) at epoch {c['rung']}"
+                   for key, c in R.stopped(rnd["decisions"]).items() if c["verdict"] == verdict]
         if stopped:
             result(f"{said}: {', '.join(stopped)}")

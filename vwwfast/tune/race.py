@@ -28,6 +28,7 @@ from vwwfast.errors import UserError
 from vwwfast.records.stats import binomial_half_tail
 
 GO_ON, WORSE, NOT_RESOLVED = "go on", "worse", "not resolved"
+CONTROL = "control"  # the supervised control's key: never cut, the report pairs on it
 
 
 @dataclass
@@ -142,6 +143,17 @@ def _budget(arms: list[Arm], out: list[Verdict], eta: float, leader: str) -> Non
         v.verdict = NOT_RESOLVED
         v.reason = (f"budget ({keep} of {len(searched)} go on, eta {eta:g}); {v.gap * 100:.1f} pt "
                     f"under {leader}, not shown worse (Holm p {v.p_holm:.2g})")
+
+
+def stopped(decisions: list[dict]) -> dict[str, dict]:
+    """Each setting that recorded decisions ({"epoch", "verdicts", "floor"}, as tune.json keeps
+    them) stopped, with the first decision that did: {"rung", "floor", **its verdict}."""
+    out: dict[str, dict] = {}
+    for d in decisions:
+        for v in d["verdicts"]:
+            if v["verdict"] != GO_ON and v["setting"] not in out:
+                out[v["setting"]] = {"rung": d["epoch"], **v, "floor": d.get("floor")}
+    return out
 
 
 def parse_rungs(given: Optional[list], epochs: int) -> list[int]:

@@ -74,8 +74,7 @@ class RoundRace:
 
     def racing(self, before: int) -> list[str]:
         """The settings no decision before epoch `before` cut, in plan order."""
-        cut = {v["setting"] for d in self.round["decisions"] if d["epoch"] < before
-               for v in d["verdicts"] if v["verdict"] != R.GO_ON}
+        cut = {k for k, c in R.stopped(self.round["decisions"]).items() if c["rung"] < before}
         keys = list(dict.fromkeys(m["key"] for m in self.round["members"]))
         return [k for k in keys if k not in cut]
 
@@ -83,7 +82,7 @@ class RoundRace:
         arms = []
         for key in self.racing(rung):
             dirs = [self._runs_dir() / m["run"] for m in self.round["members"] if m["key"] == key]
-            arms.append(arm_of(key, dirs, rung, control=key == CONTROL))
+            arms.append(arm_of(key, dirs, rung, control=key == R.CONTROL))
         verdicts = R.decide(arms, eta=self.eta, level=self.level, rungs=len(self.rungs), epoch=rung)
         self.round["decisions"].append({"epoch": rung, "verdicts": [v.to_dict() for v in verdicts],
                                         "floor": verdicts[0].extra["floor"] if verdicts else None,
@@ -95,19 +94,12 @@ class RoundRace:
 
     def _apply(self, students: list) -> None:
         """Stop every student of a setting that a recorded decision cut."""
-        cut: dict[str, dict] = {}
-        for d in self.round["decisions"]:
-            for v in d["verdicts"]:
-                if v["verdict"] != R.GO_ON and v["setting"] not in cut:
-                    cut[v["setting"]] = {"rung": d["epoch"], **v, "floor": d.get("floor")}
+        cut = R.stopped(self.round["decisions"])
         by_run = {m["run"]: m["key"] for m in self.round["members"]}
         for s in students:
             key = by_run.get(s.run.id) if s.run is not None else None
             if key in cut and s.active:
                 s.prune(cut[key])
-
-
-CONTROL = "control"
 
 
 def say_rung(rung: int, verdicts: list[R.Verdict]) -> None:

@@ -102,11 +102,8 @@ def _selection(g: Optional[Group]) -> float:
 
 
 def _cut_epochs(key: str, decisions: list[dict], epochs: int) -> int:
-    for d in decisions:
-        for v in d["verdicts"]:
-            if v["setting"] == key and v["verdict"] != R.GO_ON:
-                return int(d["epoch"])
-    return epochs
+    """The epochs a setting's runs would have trained: to its cut, else to the end."""
+    return int(R.stopped(decisions).get(key, {}).get("rung", epochs))
 
 
 def _versus(finals: dict, a: Optional[str], b: str) -> Optional[dict]:

@@ -14,8 +14,8 @@ import numpy as np
 from vwwfast.records import predictions as P
 from vwwfast.records.runs import read_json
 from vwwfast.records.stats import ALPHA, fmt_p, mcnemar_p, mean_sd, smallest_resolvable
+from vwwfast.tune.race import CONTROL
 
-CONTROL = "control"
 
 
 @dataclass

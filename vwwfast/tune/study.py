@@ -19,11 +19,10 @@ def _optuna():
     return optuna
 
 
-def storage_of(url: Optional[str], default: Path):
+def storage_of(text: str):
     """An RDB URL (sqlite:///x.db, postgresql://...) as Optuna reads it; anything else a
-    journal file (default: `default`), which tune processes can share through a file system."""
+    journal file, which tune processes can share through a file system."""
     optuna = _optuna()
-    text = str(default) if url is None else url
     if "://" in text:
         try:
             return optuna.storages.RDBStorage(text)
